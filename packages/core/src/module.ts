@@ -158,7 +158,7 @@ export abstract class Module<I = tf.Tensor, O = tf.Tensor, C extends JsonObject 
   /** The module at a dotted path ('' is this module). */
   get(path: string): AnyModule {
     if (path === '') return this;
-    let cur: AnyModule = this;
+    let cur = this as AnyModule;
     const parts = path.split('.');
     for (let i = 0; i < parts.length; i++) {
       const next: AnyModule | undefined = cur.children.get(parts[i] as string);

@@ -106,6 +106,21 @@ export class Rng {
     return this.shuffle(Array.from({ length: n }, (_, i) => i));
   }
 
+  /** The full generator state (for checkpoints): restoring it continues the exact same stream. */
+  getState(): number[] {
+    return [this.s0, this.s1, this.s2, this.s3, this.spare ?? Number.NaN];
+  }
+
+  /** Restores a state from `getState()`. */
+  setState(state: readonly number[]): void {
+    if (state.length !== 5 || state.slice(0, 4).some((v) => !Number.isInteger(v) || v < 0 || v > 0xffffffff)) {
+      throw new RangeError(`Rng.setState expects [u32, u32, u32, u32, spare], got ${JSON.stringify(state)}`);
+    }
+    [this.s0, this.s1, this.s2, this.s3] = state as [number, number, number, number];
+    const spare = state[4] as number;
+    this.spare = Number.isNaN(spare) ? undefined : spare;
+  }
+
   /** An independent child stream, derived deterministically from this stream's seed and a label. */
   fork(label: string | number): Rng {
     return new Rng(hashSeed(`${this.seed}/${String(label)}`));
