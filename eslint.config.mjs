@@ -4,6 +4,10 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import nx from '@nx/eslint-plugin';
 
+const nodeGlobals = Object.fromEntries(
+  ['process', 'console', 'Buffer', 'URL', 'setTimeout', 'clearTimeout', 'performance', 'structuredClone'].map((g) => [g, 'readonly']),
+);
+
 const libraries = ['scope:core', 'scope:nn', 'scope:linalg', 'scope:data', 'scope:train', 'scope:models', 'scope:zoo', 'type:pass'];
 
 const boundaries = (extraForPasses) => [
@@ -26,9 +30,22 @@ const boundaries = (extraForPasses) => [
   },
 ];
 
-export default tseslint.config(
+const config = tseslint.config(
   {
-    ignores: ['**/dist/**', '**/out-tsc/**', '**/node_modules/**', '**/.nx/**', '**/vitest.config.ts', '**/*.mjs', '**/*.cjs', 'tools/generators/**/files/**', 'tools/bench/**'],
+    ignores: [
+      '**/dist/**',
+      '**/out-tsc/**',
+      '**/node_modules/**',
+      '**/.nx/**',
+      '**/vitest.config.ts',
+      '**/*.mjs',
+      '**/*.cjs',
+      // The workspace scripts and the generator are plain JS and linted below (without type information).
+      '!tools/scripts/*.mjs',
+      '!tools/generators/*/*.cjs',
+      'tools/generators/**/files/**',
+      'tools/bench/**',
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
@@ -57,4 +74,20 @@ export default tseslint.config(
     files: ['apps/**/*.ts', 'tools/**/*.ts'],
     rules: { 'no-console': 'off' },
   },
+  {
+    files: ['tools/scripts/*.mjs', 'tools/generators/*/*.cjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: { globals: nodeGlobals },
+    rules: { ...tseslint.configs.disableTypeChecked.rules, 'no-console': 'off' },
+  },
+  {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable', exports: 'writable', __dirname: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
 );
+
+// ESLint 10 looks up the config file from each linted file's directory, so this file is loaded
+// through each project's eslint.config.mjs and its patterns would be relative to that project.
+// Anchoring every block at the workspace root keeps `apps/**`, `tools/**` and the ignores meaningful.
+export default config.map((block) => ({ ...block, basePath: import.meta.dirname }));

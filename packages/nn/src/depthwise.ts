@@ -1,0 +1,287 @@
+/**
+ * Depthwise 2-D convolution (NHWC) that trains on every backend, wasm included.
+ *
+ * tfjs-wasm has the depthwise forward kernel but neither of its gradients
+ * (DepthwiseConv2dNativeBackpropInput / BackpropFilter). `depthwiseConv` is one `tf.customGrad`:
+ * - forward: the native depthwise kernel (explicit padding) plus the bias;
+ * - dx: the native depthwise kernel again, on dy (zero-inserted for stride > 1) with the flipped
+ *   filter — a correlation, so it runs at forward speed;
+ * - dW: for each of the k² taps, the tap's shifted window of the padded input times dy, summed over
+ *   rows with a flag-free `matMul(ones[1, rows], ·)` (wasm's `tf.sum` over axis 0 is ~50× slower).
+ *   Windows are sliced from [B, H, W·C] views, so each slice copies long contiguous runs.
+ * It saves only the unpadded input, and only when the filter needs a gradient; the filter and bias are
+ * read through the closure (a saved tensor is a full copy on wasm) but passed as inputs so that they
+ * receive gradients.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type JsonValue, type RunContext } from '@leanpass/core';
+import { sumRows } from './batchnorm.js';
+import { isFrozen } from './ops/dense.js';
+
+/** 'same' (TensorFlow: output ⌈H/s⌉, extra padding at the bottom/right), 'valid' (none) or a symmetric amount. */
+export type Padding = 'same' | 'valid' | number;
+
+/** Resolved geometry along one spatial axis. */
+export interface AxisGeometry {
+  /** Input size. */
+  size: number;
+  kernel: number;
+  stride: number;
+  padBefore: number;
+  padAfter: number;
+  /** Output size. */
+  out: number;
+}
+
+/** Padding and output size along one axis (TensorFlow 'same' / 'valid', or symmetric PyTorch-style padding). */
+export function axisGeometry(size: number, kernel: number, stride: number, padding: Padding): AxisGeometry {
+  let padBefore: number;
+  let padAfter: number;
+  let out: number;
+  if (padding === 'same') {
+    out = Math.ceil(size / stride);
+    const total = Math.max((out - 1) * stride + kernel - size, 0);
+    padBefore = Math.floor(total / 2);
+    padAfter = total - padBefore;
+  } else {
+    const p = padding === 'valid' ? 0 : padding;
+    padBefore = p;
+    padAfter = p;
+    out = Math.floor((size + 2 * p - kernel) / stride) + 1;
+  }
+  if (out < 1) throw new ConfigError(`convolution: input size ${size} is too small for kernel ${kernel}, stride ${stride}, padding ${JSON.stringify(padding)}`);
+  return { size, kernel, stride, padBefore, padAfter, out };
+}
+
+export interface DepthwiseOptions {
+  stride?: number | readonly [number, number];
+  padding?: Padding;
+}
+
+/** A number or an [h, w] pair as a pair. */
+export function pair(v: number | readonly number[], what: string): [number, number] {
+  if (typeof v === 'number') return [v, v];
+  if (v.length === 2 && typeof v[0] === 'number' && typeof v[1] === 'number') return [v[0], v[1]];
+  throw new ConfigError(`${what}: expected a number or an [h, w] pair, found ${JSON.stringify(v)}`);
+}
+
+function shapeStr(t: tf.Tensor): string {
+  return `[${t.shape.join(', ')}]`;
+}
+
+/** Zero insertion along axes 1 and 2: [B, H, W, C] → [B, H·sh, W·sw, C] with dy at multiples of the stride. */
+function zeroInsert(t: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
+  let [b, h, w, c] = t.shape;
+  let u: tf.Tensor = t;
+  if (sh > 1) {
+    u = tf.reshape(tf.pad(tf.reshape(u, [b * h, 1, w * c]), [[0, 0], [0, sh - 1], [0, 0]]), [b, h * sh, w, c]);
+    h *= sh;
+  }
+  if (sw > 1) {
+    u = tf.reshape(tf.pad(tf.reshape(u, [b * h * w, 1, c]), [[0, 0], [0, sw - 1], [0, 0]]), [b, h, w * sw, c]);
+    w *= sw;
+  }
+  return u as tf.Tensor4D;
+}
+
+/**
+ * Padding (before, after) of the correlation that maps the zero-inserted dy back to dx along one axis;
+ * negative amounts are crops of its output.
+ */
+function backPadding(g: AxisGeometry): [number, number] {
+  const padded = g.size + g.padBefore + g.padAfter;
+  const rest = padded - ((g.out - 1) * g.stride + g.kernel);
+  // zeroInsert leaves (stride − 1) zeros after the last dy row.
+  return [g.kernel - 1 - g.padBefore, g.kernel - 1 + rest - g.padAfter - (g.stride - 1)];
+}
+
+/** `depthwiseConv2d` with explicit, possibly negative (= crop) padding and stride 1. */
+function correlate(u: tf.Tensor4D, f: tf.Tensor4D, ph: [number, number], pw: [number, number]): tf.Tensor4D {
+  const pads: [[number, number], [number, number], [number, number], [number, number]] = [
+    [0, 0],
+    [Math.max(ph[0], 0), Math.max(ph[1], 0)],
+    [Math.max(pw[0], 0), Math.max(pw[1], 0)],
+    [0, 0],
+  ];
+  let out = tf.depthwiseConv2d(u, f, 1, pads);
+  const crop = [Math.max(-ph[0], 0), Math.max(-ph[1], 0), Math.max(-pw[0], 0), Math.max(-pw[1], 0)] as const;
+  if (crop.some((v) => v > 0)) {
+    const [b, h, w, c] = out.shape;
+    out = tf.slice(out, [0, crop[0], crop[2], 0], [b, h - crop[0] - crop[1], w - crop[2] - crop[3], c]);
+  }
+  return out;
+}
+
+/**
+ * Per-tap windows of the padded input: tap (i, j) is xpad[:, i + a·sh, j + b·sw, :] for a < Ho, b < Wo,
+ * returned as [B·Ho·Wo, C]. Stride 1 slices a [B, Hp, Wp·C] view (contiguous runs of Wo·C); strides
+ * pick every s-th position with a 1×1 average pool (exact, much faster than stridedSlice on wasm).
+ */
+function tapWindow(xpad3: tf.Tensor3D, b: number, c: number, gh: AxisGeometry, gw: AxisGeometry, i: number, j: number): tf.Tensor2D {
+  const hSpan = (gh.out - 1) * gh.stride + 1;
+  const wSpan = (gw.out - 1) * gw.stride + 1;
+  let win: tf.Tensor = tf.slice(xpad3, [0, i, j * c], [b, hSpan, wSpan * c]);
+  if (gh.stride > 1 || gw.stride > 1) {
+    win = tf.avgPool(tf.reshape(win, [b, hSpan, wSpan, c]) as tf.Tensor4D, 1, [gh.stride, gw.stride], 'valid');
+  }
+  return tf.reshape(win, [b * gh.out * gw.out, c]);
+}
+
+/**
+ * Depthwise convolution y = x ⊛ w (+ b) for x [B, H, W, C], w [kh, kw, C, m], b [C·m] (output channel
+ * c·m + q is input channel c with filter q, as `tf.depthwiseConv2d`). Trains on wasm.
+ */
+export function depthwiseConv(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | undefined, opts: DepthwiseOptions = {}): tf.Tensor4D {
+  if (x.rank !== 4) throw new ConfigError(`depthwiseConv: expected x of rank 4 [B, H, W, C], found ${shapeStr(x)}`);
+  if (w.rank !== 4) throw new ConfigError(`depthwiseConv: expected w of rank 4 [kh, kw, C, multiplier], found ${shapeStr(w)}`);
+  const [bs, h, wd, c] = x.shape as [number, number, number, number];
+  const [kh, kw, wc, m] = w.shape as [number, number, number, number];
+  if (wc !== c) throw new ConfigError(`depthwiseConv: x ${shapeStr(x)} has ${c} channels but w ${shapeStr(w)} has ${wc}`);
+  const cm = c * m;
+  const bias = b ?? undefined;
+  if (bias && bias.size !== cm) throw new ConfigError(`depthwiseConv: expected a bias of ${cm} elements, found ${shapeStr(bias)}`);
+  const [sh, sw] = pair(opts.stride ?? 1, 'depthwiseConv stride');
+  if (!(Number.isInteger(sh) && Number.isInteger(sw) && sh >= 1 && sw >= 1)) throw new ConfigError(`depthwiseConv: expected positive integer strides, found [${sh}, ${sw}]`);
+  const padding = opts.padding ?? 'same';
+  const gh = axisGeometry(h, kh, sh, padding);
+  const gw = axisGeometry(wd, kw, sw, padding);
+  const pads: [[number, number], [number, number], [number, number], [number, number]] = [
+    [0, 0],
+    [gh.padBefore, gh.padAfter],
+    [gw.padBefore, gw.padAfter],
+    [0, 0],
+  ];
+  const rows = bs * gh.out * gw.out;
+  const wGrad = !isFrozen(w);
+  const bGrad = bias !== undefined && !isFrozen(bias);
+  const inputs: tf.Tensor[] = [x];
+  if (wGrad) inputs.push(w);
+  if (bGrad) inputs.push(bias);
+
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const xi = args[0] as tf.Tensor4D;
+    let y: tf.Tensor4D = tf.depthwiseConv2d(xi, w as tf.Tensor4D, [sh, sw], pads);
+    if (bias) y = tf.add(y, tf.reshape(bias, [cm]));
+    if (wGrad) save([xi]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const dy4 = dy as tf.Tensor4D;
+        // dx: correlation of the zero-inserted dy with the flipped filter.
+        const u = sh > 1 || sw > 1 ? zeroInsert(dy4, sh, sw) : dy4;
+        const flipped = tf.reshape(tf.reverse(w, [0, 1]), [kh, kw, cm, 1]) as tf.Tensor4D;
+        let dx: tf.Tensor = correlate(u, flipped, backPadding(gh), backPadding(gw));
+        if (m > 1) dx = tf.sum(tf.reshape(dx, [bs, h, wd, c, m]), 4);
+        const grads: tf.Tensor[] = [dx];
+        const dy2 = tf.reshape(dy4, [rows, cm]);
+        if (wGrad) {
+          const xpad = tf.reshape(tf.pad(saved[0] as tf.Tensor4D, pads), [bs, h + gh.padBefore + gh.padAfter, (wd + gw.padBefore + gw.padAfter) * c]) as tf.Tensor3D;
+          const dyM = m > 1 ? tf.reshape(dy2, [rows, c, m]) : dy2;
+          const taps: tf.Tensor[] = [];
+          for (let i = 0; i < kh; i++) {
+            for (let j = 0; j < kw; j++) {
+              const win = tapWindow(xpad, bs, c, gh, gw, i, j);
+              const prod = m > 1 ? tf.reshape(tf.mul(tf.reshape(win, [rows, c, 1]), dyM), [rows, cm]) : tf.mul(win, dyM);
+              taps.push(sumRows(prod));
+            }
+          }
+          grads.push(tf.reshape(tf.concat(taps, 0), [kh, kw, c, m]));
+        }
+        if (bGrad) grads.push(tf.reshape(sumRows(dy2), bias.shape));
+        return grads;
+      },
+    };
+  });
+  return op(...inputs) as tf.Tensor4D;
+}
+
+export interface DepthwiseConv2dConfig extends JsonObject {
+  channels: number;
+  kernelSize: number | number[];
+  stride: number | number[];
+  padding: Padding;
+  multiplier: number;
+  bias: boolean;
+}
+
+export interface DepthwiseConv2dOptions {
+  channels: number;
+  kernelSize: number | [number, number];
+  stride?: number | [number, number];
+  padding?: Padding;
+  multiplier?: number;
+  bias?: boolean;
+}
+
+export function depthwiseConv2dConfig(o: DepthwiseConv2dOptions | DepthwiseConv2dConfig): DepthwiseConv2dConfig {
+  return {
+    channels: o.channels,
+    kernelSize: Array.isArray(o.kernelSize) ? [...(o.kernelSize as number[])] : o.kernelSize,
+    stride: Array.isArray(o.stride) ? [...(o.stride as number[])] : (o.stride ?? 1),
+    padding: o.padding ?? 'same',
+    multiplier: o.multiplier ?? 1,
+    bias: o.bias ?? true,
+  };
+}
+
+/** Checks the fields shared by conv2d and depthwise-conv2d configs; pushes problems to `issues`. */
+export function checkConvGeometry(cfg: { kernelSize: JsonValue; stride: JsonValue; padding: JsonValue }, issues: Array<{ path: string; message: string }>): void {
+  const isPair = (v: JsonValue): boolean => (typeof v === 'number' && Number.isInteger(v) && v >= 1) || (Array.isArray(v) && v.length === 2 && v.every((e) => typeof e === 'number' && Number.isInteger(e) && e >= 1));
+  if (!isPair(cfg.kernelSize)) issues.push({ path: 'kernelSize', message: `expected a positive integer or an [h, w] pair, found ${JSON.stringify(cfg.kernelSize)}` });
+  if (!isPair(cfg.stride)) issues.push({ path: 'stride', message: `expected a positive integer or an [h, w] pair, found ${JSON.stringify(cfg.stride)}` });
+  const p = cfg.padding;
+  if (!(p === 'same' || p === 'valid' || (typeof p === 'number' && Number.isInteger(p) && p >= 0))) {
+    issues.push({ path: 'padding', message: `expected 'same', 'valid' or a non-negative integer, found ${JSON.stringify(p)}` });
+  }
+}
+
+/** Uniform(−bound, bound) values from the seeded RNG. */
+export function uniformTensor(shape: number[], bound: number, init: InitContext): tf.Tensor {
+  const n = shape.reduce((a, d) => a * d, 1);
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = init.rng.uniform(-bound, bound);
+  return tf.tensor(v, shape);
+}
+
+/**
+ * Depthwise 2-D convolution module (kind 'depthwise-conv2d'), NHWC. Params: 'weight'
+ * [kh, kw, channels, multiplier] and 'bias' [channels·multiplier] (when bias). Initialised as PyTorch's
+ * Conv2d (uniform ±1/√(kh·kw)).
+ */
+export class DepthwiseConv2d extends Module<tf.Tensor, tf.Tensor, DepthwiseConv2dConfig> {
+  readonly kind = 'depthwise-conv2d';
+
+  constructor(opts: DepthwiseConv2dOptions | DepthwiseConv2dConfig, init: InitContext) {
+    const config = depthwiseConv2dConfig(opts);
+    const issues: Array<{ path: string; message: string }> = [];
+    if (!Number.isInteger(config.channels) || config.channels < 1) issues.push({ path: 'channels', message: `expected a positive integer, found ${JSON.stringify(config.channels)}` });
+    if (!Number.isInteger(config.multiplier) || config.multiplier < 1) issues.push({ path: 'multiplier', message: `expected a positive integer, found ${JSON.stringify(config.multiplier)}` });
+    if (typeof config.bias !== 'boolean') issues.push({ path: 'bias', message: `expected a boolean, found ${JSON.stringify(config.bias)}` });
+    checkConvGeometry(config, issues);
+    if (issues.length) throw new ConfigError('depthwise-conv2d: invalid config', issues);
+    super(config);
+    const [kh, kw] = pair(config.kernelSize, 'kernelSize');
+    const bound = 1 / Math.sqrt(kh * kw);
+    this.addParam('weight', uniformTensor([kh, kw, config.channels, config.multiplier], bound, init));
+    if (config.bias) this.addParam('bias', uniformTensor([config.channels * config.multiplier], bound, init));
+  }
+
+  forward(x: tf.Tensor, _ctx: RunContext): tf.Tensor {
+    if (x.rank !== 4 || x.shape[3] !== this.config.channels) {
+      throw new ConfigError(`depthwise-conv2d: expected an input [B, H, W, ${this.config.channels}], found ${shapeStr(x)}`);
+    }
+    const b = this.config.bias ? this.param('bias').variable : undefined;
+    return depthwiseConv(x, this.param('weight').variable, b, { stride: pair(this.config.stride, 'stride'), padding: this.config.padding });
+  }
+
+  override flops(_x: tf.Tensor, y: tf.Tensor): FlopCount {
+    const [kh, kw] = pair(this.config.kernelSize, 'kernelSize');
+    const macs = kh * kw * y.size;
+    const bias = this.config.bias ? y.size : 0;
+    // backward: dx (one correlation) + dW (one product and sum per tap) + db.
+    return { forward: 2 * macs + bias, backward: 4 * macs + bias };
+  }
+}
+
+registry.register('depthwise-conv2d', (cfg, init) => new DepthwiseConv2d(cfg as DepthwiseConv2dConfig, init));

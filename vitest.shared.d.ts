@@ -1,0 +1,4 @@
+import type { ViteUserConfig } from 'vitest/config';
+
+/** Shared vitest settings (see vitest.shared.js). */
+export declare function leanpassVitest(name: string): ViteUserConfig;
