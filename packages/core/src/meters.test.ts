@@ -107,6 +107,20 @@ describe('savedForBackward', () => {
     tf.dispose([a, b]);
   });
 
+  it('gives the same answer on wasm', async () => {
+    await useBackend('wasm');
+    try {
+      const a = tf.ones([4, 8]);
+      const b = tf.ones([8, 16]);
+      const start = tf.memory().numTensors;
+      expect(savedForBackward(() => tf.sum(tf.matMul(a, b)))).toEqual({ bytes: (32 + 128 + 64) * 4, tensors: 3, byKernel: { BatchMatMul: 640, Sum: 256 } });
+      expect(tf.memory().numTensors).toBe(start);
+      tf.dispose([a, b]);
+    } finally {
+      await useBackend('cpu');
+    }
+  });
+
   it('a relu saves its input; x·x saves x once (buffers are de-duplicated)', () => {
     const x = tf.tensor1d([-1, 2, -3, 4, 5]);
     const start = tf.memory().numTensors;

@@ -216,6 +216,23 @@ describe('serializeModel / deserializeModel', () => {
     c.dispose();
   });
 
+  it('round-trips on the wasm backend too', async () => {
+    await useBackend('wasm');
+    try {
+      const m = makeModel(11);
+      rewrite(m);
+      const before = tf.memory().numTensors;
+      const c = await cloneModel(m, { registry: reg });
+      expect(await outputs(c)).toEqual(await outputs(m));
+      expect(await paramValues(c)).toEqual(await paramValues(m));
+      c.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+      m.dispose();
+    } finally {
+      await useBackend('cpu');
+    }
+  });
+
   it('loads int parameters and F16/BF16 weights written by other tools', async () => {
     const m = makeModel();
     const { config, weights } = await serializeModel(m);

@@ -66,6 +66,16 @@ describe('dense', () => {
     expect(() => tf.grads((ww) => tf.sum(dense(x, ww as tf.Tensor, null, { weightGrad: false })))([w])).toThrow();
   });
 
+  it('trains through a weight that is a temporary of the forward (saved, not read by closure) on wasm', async () => {
+    await useBackend('wasm');
+    const v = tf.variable(randn([4, 3], 20));
+    const x = randn([5, 3], 21);
+    const r = randn([5, 4], 22);
+    // W = vᵀ is created inside the taped function and disposed when its forward ends
+    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(dense(x, tf.transpose(v)), r)) as tf.Scalar, [v]);
+    expect(maxAbsDiff(grads[v.name] as tf.Tensor, tf.matMul(r, x, true, false))).toBeLessThan(1e-5);
+  });
+
   it('rejects mismatched shapes with what it expected', () => {
     expect(() => dense(tf.zeros([2, 3]), tf.zeros([4, 5]))).toThrow(/x has 3 features, W expects 4/);
     expect(() => dense(tf.zeros([2, 3]), tf.zeros([3, 5]), tf.zeros([4]))).toThrow(/bias of shape \[5\]/);
