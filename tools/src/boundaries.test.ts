@@ -86,6 +86,14 @@ describe('root eslint config', () => {
     expect(await eslint.isPathIgnored(`${root}packages/core/src/index.ts`)).toBe(false);
   });
 
+  it('lints the workspace scripts and the generator as plain JavaScript', async () => {
+    const code = "import { x } from './y.mjs';\nconsole.log(undefinedThing, process.argv);\n";
+    const [script] = await eslint.lintText(code, { filePath: `${root}tools/scripts/${PROBE}.mjs` });
+    expect(script?.messages.map((m) => `${m.ruleId}: ${m.message}`)).toEqual(["@typescript-eslint/no-unused-vars: 'x' is defined but never used.", "no-undef: 'undefinedThing' is not defined."]);
+    const [generator] = await eslint.lintText("'use strict';\nconst path = require('node:path');\nmodule.exports = path;\n", { filePath: `${root}tools/generators/pass/${PROBE}.cjs` });
+    expect(generator?.messages).toEqual([]);
+  });
+
   it('forbids console in library code but not in tools', async () => {
     const code = 'export function f(): void {\n  console.log(1);\n}\n';
     const lib = await eslint.lintText(code, { filePath: `${root}packages/core/src/${PROBE}.ts` });

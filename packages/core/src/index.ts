@@ -12,3 +12,4 @@ export * from './rewrite.js';
 export * from './pipeline.js';
 export * from './meters.js';
 export * from './report.js';
+export * from './plugin.js';

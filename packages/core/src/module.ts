@@ -99,10 +99,15 @@ export abstract class Module<I = tf.Tensor, O = tf.Tensor, C extends JsonObject 
     return out;
   }
 
+  /**
+   * Adds a parameter initialised from `value`. The module takes ownership of `value`: it is disposed
+   * once the variable holds its data (pass a clone to keep using a tensor).
+   */
   protected addParam(name: string, value: tf.Tensor, trainable = true): Param {
     checkName(name, this.kind);
     if (this.paramMap.has(name) || this.childMap.has(name)) throw new ConfigError(`${this.kind}: duplicate member name '${name}'`);
     const p = new Param(tf.variable(value, trainable), trainable);
+    if (!(value instanceof tf.Variable)) value.dispose();
     this.paramMap.set(name, p);
     return p;
   }
@@ -253,7 +258,7 @@ export class ModuleRegistry {
 export const registry = new ModuleRegistry();
 
 function checkName(name: string, kind: string): void {
-  if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`${kind}: member name '${name}' must match [A-Za-z0-9_-]+ (no dots)`);
+  if (!/^[A-Za-z0-9_-]+$/.test(name) || name === '__proto__') throw new ConfigError(`${kind}: member name '${name}' must match [A-Za-z0-9_-]+ (no dots)`);
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

@@ -359,14 +359,14 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
     if (mask) {
       const shape = mask.shape;
       const last2 = shape.slice(-2);
-      let m4: tf.Tensor;
-      if (mask.rank === 2) m4 = tf.reshape(mask, [1, 1, N, T]);
-      else if (mask.rank === 3) m4 = tf.reshape(mask, [shape[0] as number, 1, N, T]);
-      else m4 = mask;
       const okLead = mask.rank < 3 || ((shape[0] === 1 || shape[0] === B) && (mask.rank === 3 || shape[1] === 1 || shape[1] === H));
       if (mask.rank < 2 || mask.rank > 4 || last2[0] !== N || last2[1] !== T || !okLead) {
         throw new ConfigError(`attention: expected a mask [${N}, ${T}], [B, ${N}, ${T}] or [B|1, ${H}|1, ${N}, ${T}] (B = ${B}), found [${shape.join(', ')}]`);
       }
+      let m4: tf.Tensor;
+      if (mask.rank === 2) m4 = tf.reshape(mask, [1, 1, N, T]);
+      else if (mask.rank === 3) m4 = tf.reshape(mask, [shape[0] as number, 1, N, T]);
+      else m4 = mask;
       add = mask.dtype === 'bool' ? tf.mul(tf.sub(1, tf.cast(m4, 'float32')), MASKED) : tf.cast(m4, 'float32');
     }
     if (this.config.causal) {

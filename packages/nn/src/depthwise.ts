@@ -6,9 +6,9 @@
  * - forward: the native depthwise kernel (explicit padding) plus the bias;
  * - dx: the native depthwise kernel again, on dy (zero-inserted for stride > 1) with the flipped
  *   filter — a correlation, so it runs at forward speed;
- * - dW: for each of the k² taps, the tap's shifted window of the padded input times dy, summed over
- *   rows with a flag-free `matMul(ones[1, rows], ·)` (wasm's `tf.sum` over axis 0 is ~50× slower).
- *   Windows are sliced from [B, H, W·C] views, so each slice copies long contiguous runs.
+ * - dW: for each of the k² taps, the padded input (one stride phase of it, picked with a 1×1 average
+ *   pool) times dy shifted into place with a pad, averaged over rows with `meanRows`. No Slice: wasm's
+ *   Slice copies its whole input out of the wasm heap first (~10 ms per tap at MobileNet sizes).
  * It saves only the unpadded input, and only when the filter needs a gradient; the filter and bias are
  * read through the closure (a saved tensor is a full copy on wasm) but passed as inputs so that they
  * receive gradients.
@@ -112,19 +112,69 @@ function correlate(u: tf.Tensor4D, f: tf.Tensor4D, ph: [number, number], pw: [nu
   return out;
 }
 
+/** One stride phase of one axis: the grid of padded-input positions ≡ phase (mod stride). */
+interface Phase {
+  phase: number;
+  /** Padding of x before the 1×1 stride-s pick. */
+  padBefore: number;
+  padAfter: number;
+  /** Leading grid positions that precede padded position `phase` (so that padBefore stays ≥ 0). */
+  lead: number;
+  /** Grid length after the pick. */
+  length: number;
+}
+
 /**
- * Per-tap windows of the padded input: tap (i, j) is xpad[:, i + a·sh, j + b·sw, :] for a < Ho, b < Wo,
- * returned as [B·Ho·Wo, C]. Stride 1 slices a [B, Hp, Wp·C] view (contiguous runs of Wo·C); strides
- * pick every s-th position with a 1×1 average pool (exact, much faster than stridedSlice on wasm).
+ * The phases of one axis used by the filter gradient. Phase p holds xpad[g·s + p − lead·s]; tap
+ * i = p + o·s reads grid positions a + o + lead for outputs a < out, so no slicing is ever needed
+ * (wasm's Slice copies its whole input to JS first): x is padded, picked with a 1×1 average pool of
+ * stride s (exact), and dy is shifted with a pad instead.
  */
-function tapWindow(xpad3: tf.Tensor3D, b: number, c: number, gh: AxisGeometry, gw: AxisGeometry, i: number, j: number): tf.Tensor2D {
-  const hSpan = (gh.out - 1) * gh.stride + 1;
-  const wSpan = (gw.out - 1) * gw.stride + 1;
-  let win: tf.Tensor = tf.slice(xpad3, [0, i, j * c], [b, hSpan, wSpan * c]);
-  if (gh.stride > 1 || gw.stride > 1) {
-    win = tf.avgPool(tf.reshape(win, [b, hSpan, wSpan, c]) as tf.Tensor4D, 1, [gh.stride, gw.stride], 'valid');
+function phases(g: AxisGeometry): Phase[] {
+  const out: Phase[] = [];
+  for (let p = 0; p < Math.min(g.stride, g.kernel); p++) {
+    const maxOffset = Math.floor((g.kernel - 1 - p) / g.stride);
+    const lead = Math.ceil(Math.max(0, p - g.padBefore) / g.stride);
+    const padBefore = g.padBefore - p + lead * g.stride;
+    const needed = (g.out + maxOffset + lead - 1) * g.stride + 1;
+    const padAfter = Math.max(0, needed - padBefore - g.size);
+    const length = Math.floor((padBefore + g.size + padAfter - 1) / g.stride) + 1;
+    out.push({ phase: p, padBefore, padAfter, lead, length });
   }
-  return tf.reshape(win, [b * gh.out * gw.out, c]);
+  return out;
+}
+
+/**
+ * Filter gradient of a depthwise convolution: dW[i, j, c, q] = Σ xpad[n, a·sh + i, b·sw + j, c] ·
+ * dy[n, a, b, c·m + q], one pad + mul + row mean per tap, returned as [kh, kw, C, m].
+ */
+function depthwiseFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, gh: AxisGeometry, gw: AxisGeometry, m: number): tf.Tensor4D {
+  const [bs, , , c] = x.shape;
+  const cm = c * m;
+  const grids = new Map<string, tf.Tensor4D>();
+  const taps: tf.Tensor[] = [];
+  const ph = phases(gh);
+  const pw = phases(gw);
+  for (let i = 0; i < gh.kernel; i++) {
+    const fh = ph[i % gh.stride] as Phase;
+    const oh = Math.floor(i / gh.stride) + fh.lead;
+    for (let j = 0; j < gw.kernel; j++) {
+      const fw = pw[j % gw.stride] as Phase;
+      const ow = Math.floor(j / gw.stride) + fw.lead;
+      const key = `${fh.phase},${fw.phase}`;
+      let grid = grids.get(key);
+      if (!grid) {
+        grid = tf.pad(x, [[0, 0], [fh.padBefore, fh.padAfter], [fw.padBefore, fw.padAfter], [0, 0]]);
+        if (gh.stride > 1 || gw.stride > 1) grid = tf.avgPool(grid, 1, [gh.stride, gw.stride], 'valid');
+        grids.set(key, grid);
+      }
+      const shifted = tf.pad(dy, [[0, 0], [oh, fh.length - gh.out - oh], [ow, fw.length - gw.out - ow], [0, 0]]);
+      const rows = bs * fh.length * fw.length;
+      const prod = m > 1 ? tf.mul(tf.reshape(grid, [rows, c, 1]), tf.reshape(shifted, [rows, c, m])) : tf.mul(grid, shifted);
+      taps.push(sumRows(tf.reshape(prod, [rows, cm])));
+    }
+  }
+  return tf.reshape(tf.concat(taps, 0), [gh.kernel, gw.kernel, c, m]);
 }
 
 /**
@@ -175,19 +225,7 @@ export function depthwiseConv(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | 
         if (m > 1) dx = tf.sum(tf.reshape(dx, [bs, h, wd, c, m]), 4);
         const grads: tf.Tensor[] = [dx];
         const dy2 = tf.reshape(dy4, [rows, cm]);
-        if (wGrad) {
-          const xpad = tf.reshape(tf.pad(saved[0] as tf.Tensor4D, pads), [bs, h + gh.padBefore + gh.padAfter, (wd + gw.padBefore + gw.padAfter) * c]) as tf.Tensor3D;
-          const dyM = m > 1 ? tf.reshape(dy2, [rows, c, m]) : dy2;
-          const taps: tf.Tensor[] = [];
-          for (let i = 0; i < kh; i++) {
-            for (let j = 0; j < kw; j++) {
-              const win = tapWindow(xpad, bs, c, gh, gw, i, j);
-              const prod = m > 1 ? tf.reshape(tf.mul(tf.reshape(win, [rows, c, 1]), dyM), [rows, cm]) : tf.mul(win, dyM);
-              taps.push(sumRows(prod));
-            }
-          }
-          grads.push(tf.reshape(tf.concat(taps, 0), [kh, kw, c, m]));
-        }
+        if (wGrad) grads.push(depthwiseFilterGrad(saved[0] as tf.Tensor4D, dy4, gh, gw, m));
         if (bGrad) grads.push(tf.reshape(sumRows(dy2), bias.shape));
         return grads;
       },
