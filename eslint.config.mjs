@@ -40,7 +40,7 @@ const config = tseslint.config(
       '**/vitest.config.ts',
       '**/*.mjs',
       '**/*.cjs',
-      // The workspace scripts and the generator are plain JS and linted below (without type information).
+      // The workspace scripts and the generator are linted, as plain JavaScript (see below).
       '!tools/scripts/*.mjs',
       '!tools/generators/*/*.cjs',
       'tools/generators/**/files/**',
@@ -61,8 +61,9 @@ const config = tseslint.config(
     },
   },
   {
-    // Tests may use host models, the zoo, data and the trainer; library code of a pass may not.
-    files: ['**/*.test.ts'],
+    // Tests (and test helpers: *.test-util.ts, files under test/) may use host models, the zoo, data and the trainer;
+    // library code of a pass may not.
+    files: ['**/*.test.ts', '**/*.test-util.ts', '**/test/**/*.ts'],
     rules: {
       '@nx/enforce-module-boundaries': boundaries(['scope:models', 'scope:zoo', 'scope:data', 'scope:train']),
       '@typescript-eslint/no-non-null-assertion': 'off',
@@ -75,10 +76,10 @@ const config = tseslint.config(
     rules: { 'no-console': 'off' },
   },
   {
-    files: ['tools/scripts/*.mjs', 'tools/generators/*/*.cjs'],
+    // Type-checked rules need TypeScript's type information: plain JavaScript gets the untyped rules.
+    files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { globals: nodeGlobals },
-    rules: { ...tseslint.configs.disableTypeChecked.rules, 'no-console': 'off' },
   },
   {
     files: ['**/*.cjs'],

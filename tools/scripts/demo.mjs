@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// `npm run demo [-- args]`: builds the orchestrator CLI (apps/leanpass) and everything it depends on
-// with Nx (cached), then runs `leanpass demo [args]` from the built output.
+// `npm run demo [-- args]`: builds every package with Nx (cached), then runs the orchestrator CLI's
+// `leanpass demo [args]` (apps/leanpass, from its built output).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,8 +20,10 @@ if (!binField) {
 }
 
 const env = { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' };
-console.log(`building ${pkg.name} and its dependencies…`);
-const build = spawnSync(join(workspaceRoot, 'node_modules', '.bin', 'nx'), ['run', `${pkg.name}:build`, '--outputStyle=static'], { cwd: workspaceRoot, env, stdio: 'inherit' });
+// Every package, not only the CLI's dependencies: the CLI finds the pass packages at run time (their
+// package.json keyword) and imports their built dist/.
+console.log('building every package (Nx caches what did not change)…');
+const build = spawnSync(join(workspaceRoot, 'node_modules', '.bin', 'nx'), ['run-many', '-t', 'build', '--outputStyle=static', '--skipSync'], { cwd: workspaceRoot, env, stdio: 'inherit' });
 if (build.status !== 0) process.exit(build.status ?? 1);
 
 const bin = join(appDir, binField);

@@ -6,7 +6,8 @@
 //      no tests, tsbuildinfo or out-tsc),
 //   3. installs ALL the tarballs together into an empty temporary project (their registry
 //      dependencies such as @tensorflow/tfjs come from the npm cache / registry), then imports every
-//      `exports` subpath of every package from Node as ESM, outside the workspace,
+//      `exports` subpath of every package from Node as ESM, outside the workspace (a pass package —
+//      keyword leanpass-pass — must export the `pass` the CLI discovers, named after the package),
 //   4. runs publint (--strict) and attw (Are the Types Wrong, --profile esm-only) on each tarball.
 //
 // Why `--profile esm-only` for attw: the packages are ESM only ("type": "module", `import`/`default`
@@ -56,7 +57,7 @@ console.log(`pack-check: ${packages.map((p) => p.json.name).join(', ')}`);
 
 // 1. Build (Nx caches it; the test pipeline has usually built everything already).
 if (!argv.includes('--skip-build')) {
-  const b = sh(bin('nx'), ['run-many', '-t', 'build', '-p', ...packages.map((p) => p.json.name), '--outputStyle=static'], { cwd: workspaceRoot });
+  const b = sh(bin('nx'), ['run-many', '-t', 'build', '-p', ...packages.map((p) => p.json.name), '--outputStyle=static', '--skipSync'], { cwd: workspaceRoot });
   if (b.code !== 0) {
     console.log(quiet(b.out));
     console.log('pack-check: build failed');
@@ -118,7 +119,12 @@ try {
     for (const p of packed) {
       for (const sub of subpaths(p.json)) {
         const spec = sub === '.' ? p.json.name : `${p.json.name}/${sub.slice(2)}`;
-        const code = `const m = await import(${JSON.stringify(spec)}); const n = Object.keys(m).length; if (n === 0) throw new Error('no exports'); console.log(n);`;
+        // A pass package (keyword leanpass-pass) must export the `pass` the CLI discovers, named after the package.
+        const passCheck =
+          sub === '.' && p.json.keywords?.includes('leanpass-pass')
+            ? `if (typeof m.pass?.apply !== 'function' || m.pass.name !== ${JSON.stringify(p.json.name)}) throw new Error('expected export const pass with name ${p.json.name}, found ' + String(m.pass?.name));`
+            : '';
+        const code = `const m = await import(${JSON.stringify(spec)}); const n = Object.keys(m).length; if (n === 0) throw new Error('no exports'); ${passCheck} console.log(n);`;
         const r = sh(process.execPath, ['--input-type=module', '-e', code], { cwd: app });
         if (r.code !== 0) fail(spec, `import failed in a clean project:\n${quiet(r.out).split('\n').slice(0, 12).join('\n')}`);
         else ok(spec, `imports as ESM from the installed tarball (${r.stdout.trim().split('\n').pop()} exports)`);

@@ -37,13 +37,23 @@ function run(cmd, argv) {
   });
 }
 
+const stripAnsi = (text) => text.replace(/\u001b\[[0-9;]*m/g, ''); // eslint-disable-line no-control-regex
+const taskLines = (text) => [...text.matchAll(/^\s*-\s+(\S+:[\w:-]+)\s*$/gm)].map((m) => m[1]);
+
 /** Task ids (`project:target`) that Nx lists as failed at the end of a run. */
 export function failedNxTasks(output) {
-  // eslint-disable-next-line no-control-regex
-  const text = output.replace(/\u001b\[[0-9;]*m/g, '');
+  const text = stripAnsi(output);
   const at = text.search(/Failed tasks:|targets? failed/);
+  return at < 0 ? [] : taskLines(text.slice(at));
+}
+
+/** Task ids that Nx did not run because a dependency failed. */
+export function notRunNxTasks(output) {
+  const text = stripAnsi(output);
+  const at = text.search(/Tasks not run because/);
   if (at < 0) return [];
-  return [...text.slice(at).matchAll(/^\s*-\s+(\S+:[\w:-]+)\s*$/gm)].map((m) => m[1]);
+  const end = text.indexOf('Failed tasks:', at);
+  return taskLines(text.slice(at, end < 0 ? undefined : end));
 }
 
 async function main() {
@@ -54,7 +64,7 @@ async function main() {
   removeReports();
   const started = Date.now();
 
-  const many = await run(nx, ['run-many', '-t', 'build', 'typecheck', 'lint', 'test', '--outputStyle=static']);
+  const many = await run(nx, ['run-many', '-t', 'build', 'typecheck', 'lint', 'test', '--outputStyle=static', '--skipSync']);
   const failedTasks = failedNxTasks(many.output);
   if (many.code !== 0 && failedTasks.length === 0) check('nx run-many', false, `exit ${many.code}, no failed task listed`);
 
@@ -79,6 +89,11 @@ async function main() {
     const row = rows.find((r) => r.project === project);
     if (target === 'test' && row?.found && row.failed > 0) continue;
     check(`nx ${task}`, false, target === 'test' && !reported.has(project) ? 'no test report' : '');
+  }
+
+  // A test suite that never ran (its build dependency failed) counts as a failure too.
+  for (const task of notRunNxTasks(many.output)) {
+    if (task.endsWith(':test')) check(`nx ${task}`, false, 'not run: a dependency failed');
   }
 
   console.log('\nSummary');

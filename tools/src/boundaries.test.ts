@@ -72,6 +72,17 @@ describe('Nx module boundaries (root eslint config)', () => {
     expect(await boundaryErrors('train', importOf('@leanpass/core'))).toEqual([]);
   });
 
+  it("lets a pass's tests and test helpers use host models and the zoo, but not its library code", async () => {
+    const pass = 'lbp-wht'; // a type:pass project (DESIGN.md's LBP-WHT)
+    const lib = await boundaryErrors(pass, importOf('@leanpass/models'));
+    expect(lib).toHaveLength(1);
+    expect(lib[0]).toMatch(/^A project tagged with "type:pass" can only depend on libs tagged with "scope:core", "scope:nn", "scope:linalg"/);
+    expect(await boundaryErrors(pass, importOf('@leanpass/models'), `${PROBE}.test.ts`)).toEqual([]);
+    expect(await boundaryErrors(pass, importOf('@leanpass/zoo'), `${PROBE}.test-util.ts`)).toEqual([]);
+    // Another pass stays off limits, tests included.
+    expect(await boundaryErrors(pass, importOf('@leanpass/skipcat'), `${PROBE}.test.ts`)).toHaveLength(1);
+  });
+
   it('applies the same rule to test files', async () => {
     const errors = await boundaryErrors('nn', importOf('@leanpass/data'), `${PROBE}.test.ts`);
     expect(errors).toEqual(['A project tagged with "scope:nn" can only depend on libs tagged with "scope:core"']);

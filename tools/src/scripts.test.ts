@@ -14,7 +14,10 @@ const summarize = (await import(new URL('../scripts/summarize-tests.mjs', import
   totals(rows: Counts[]): { passed: number; failed: number; skipped: number };
   projectDirs(): string[];
 };
-const testAll = (await import(new URL('../scripts/test-all.mjs', import.meta.url).href)) as { failedNxTasks(output: string): string[] };
+const testAll = (await import(new URL('../scripts/test-all.mjs', import.meta.url).href)) as {
+  failedNxTasks(output: string): string[];
+  notRunNxTasks(output: string): string[];
+};
 
 describe('summarize-tests', () => {
   it('counts passed, failed and skipped tests, and a file that failed to load as one failure', () => {
@@ -58,6 +61,11 @@ describe('test-all', () => {
       '  - not a task line: prose',
       '\u001b[7m\u001b[1m\u001b[31m NX \u001b[39m\u001b[22m\u001b[27m  \u001b[31mRunning targets build, lint, test for 6 projects failed\u001b[39m',
       '',
+      '\u001b[2mTasks not run because their dependencies failed or --nx-bail=true:\u001b[22m',
+      '',
+      '\u001b[2m-\u001b[22m @leanpass/skipcat:test',
+      '\u001b[2m-\u001b[22m @leanpass/models:build',
+      '',
       '\u001b[2mFailed tasks:\u001b[22m',
       '',
       '\u001b[2m-\u001b[22m @leanpass/core:lint',
@@ -66,6 +74,8 @@ describe('test-all', () => {
       '  Run duration:      14.3s',
     ].join('\n');
     expect(testAll.failedNxTasks(output)).toEqual(['@leanpass/core:lint', '@leanpass/nn:test']);
+    expect(testAll.notRunNxTasks(output)).toEqual(['@leanpass/skipcat:test', '@leanpass/models:build']);
     expect(testAll.failedNxTasks('NX   Successfully ran targets build for 4 projects')).toEqual([]);
+    expect(testAll.notRunNxTasks('NX   Successfully ran targets build for 4 projects')).toEqual([]);
   });
 });

@@ -70,7 +70,7 @@ describe('activations', () => {
 
   for (const name of ACTIVATIONS) {
     it(`${name}: gradient matches finite differences`, () => {
-      const res = gradCheck((x) => activation(name)(x as tf.Tensor), [awayFromKinks(48, 2)], { eps: 1e-2, samples: 48 });
+      const res = gradCheck((x) => activation(name)(x), [awayFromKinks(48, 2)], { eps: 1e-2, samples: 48 });
       expect(res.ok, JSON.stringify(res.worst)).toBe(true);
     });
   }
@@ -90,7 +90,7 @@ describe('activations', () => {
 
   it('match between cpu and wasm, forward and gradients', async () => {
     for (const name of ACTIVATIONS) {
-      const res = await compareBackends((x) => activation(name)(x as tf.Tensor), () => [awayFromKinks(200, 3)]);
+      const res = await compareBackends((x) => activation(name)(x), () => [awayFromKinks(200, 3)]);
       expect(res.ok, `${name}: ${JSON.stringify(res.ratios)}`).toBe(true);
     }
   });
@@ -108,7 +108,7 @@ describe('Activation module', () => {
     const ctx = createRunContext();
     expect(Array.from(m.call(x, ctx).dataSync())).toEqual(Array.from(activation('silu')(x).dataSync()));
     expect(m.flops(x)).toEqual(activationFlops('silu', 10));
-    const copy = registry.create('activation', JSON.parse(JSON.stringify(m.toNode().config)), { rng: new Rng(0) });
+    const copy = registry.create('activation', JSON.parse(JSON.stringify(m.toNode().config)) as { fn: string }, { rng: new Rng(0) });
     expect(copy).toBeInstanceOf(Activation);
     expect(copy.config).toEqual({ fn: 'silu' });
     expect(() => registry.create('activation', { fn: 'tanh' }, { rng: new Rng(0) })).toThrow(/config.fn to be one of/);

@@ -3,7 +3,11 @@ import { cloneModel, createRunContext, registry, Rng, useBackend } from '@leanpa
 import { beforeEach, describe, expect, it } from 'vitest';
 import { Attention, MASKED, applyRope, scaledDotProductAttention, type AttentionInput } from './attention.js';
 import { compareBackends, gradCheck } from './gradcheck.js';
+import { Embedding } from './embedding.js';
 import type { Linear } from './linear.js';
+import { Mlp } from './mlp.js';
+import { LayerNorm, RMSNorm } from './norms.js';
+import { addNoSave } from './ops/dense.js';
 
 function randn(shape: number[], seed: number, std = 1): tf.Tensor {
   return tf.tensor(new Rng(seed).normalArray(shape.reduce((a, b) => a * b, 1), std), shape);
@@ -69,7 +73,7 @@ describe('scaledDotProductAttention', () => {
     const r = randn([3, 4, 8, 16], 8);
     const run = (strategy: 'loop' | 'batched') => {
       const out = scaledDotProductAttention(q, k, v, { strategy });
-      const g = tf.grads((a, b, c) => tf.sum(tf.mul(scaledDotProductAttention(a as tf.Tensor, b as tf.Tensor, c as tf.Tensor, { strategy }), r)))([q, k, v]);
+      const g = tf.grads((a, b, c) => tf.sum(tf.mul(scaledDotProductAttention(a, b, c, { strategy }), r)))([q, k, v]);
       return [out, ...g];
     };
     const a = run('loop');
@@ -118,7 +122,7 @@ describe('applyRope', () => {
     const x = randn([1, 3, 2, 4], 4);
     const y = applyRope(x, [2, 5, 9], 100);
     expect(tf.norm(y).dataSync()[0]).toBeCloseTo(tf.norm(x).dataSync()[0] as number, 4);
-    const res = gradCheck((t) => applyRope(t as tf.Tensor, [2, 5, 9], 100), [x]);
+    const res = gradCheck((t) => applyRope(t, [2, 5, 9], 100), [x]);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
   });
 });
@@ -219,14 +223,14 @@ describe('Attention', () => {
     const src = randn([2, 7, 6], 14);
     const y = att.call({ x, kv: src } satisfies AttentionInput, ctx);
     expect(y.shape).toEqual([2, 3, 8]);
-    const res = gradCheck((a, s) => att.call({ x: a as tf.Tensor, kv: s }, ctx), [randn([1, 2, 8], 15), randn([1, 3, 6], 16)], { params: vars(att) });
+    const res = gradCheck((a, s) => att.call({ x: a, kv: s }, ctx), [randn([1, 2, 8], 15), randn([1, 3, 6], 16)], { params: vars(att) });
     expect(res.worst).toHaveLength(6);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
   });
 
   it('has gradients w.r.t. input and all eight params that match finite differences (causal, RoPE, GQA)', () => {
     const att = new Attention({ dim: 8, heads: 2, kvHeads: 1, causal: true, rope: { base: 10000 } }, { rng: new Rng(17) });
-    const res = gradCheck((x) => att.call(x as tf.Tensor, ctx), [randn([2, 3, 8], 18)], { params: vars(att), samples: 16 });
+    const res = gradCheck((x) => att.call(x, ctx), [randn([2, 3, 8], 18)], { params: vars(att), samples: 16 });
     expect(res.worst).toHaveLength(9);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
   });
@@ -235,7 +239,7 @@ describe('Attention', () => {
     const att = new Attention({ dim: 32, heads: 4, kvHeads: 2, causal: true, rope: { base: 10000 } }, { rng: new Rng(19) });
     const mask = new Float32Array(3 * 9 * 9).map((_, i) => (i % 7 === 3 ? MASKED : 0));
     const res = await compareBackends(
-      (x) => att.call({ x: x as tf.Tensor, mask: tf.tensor3d(mask, [3, 9, 9]) }, ctx),
+      (x) => att.call({ x: x, mask: tf.tensor3d(mask, [3, 9, 9]) }, ctx),
       () => [randn([3, 9, 32], 20)],
       { params: vars(att) },
     );
@@ -257,9 +261,40 @@ describe('Attention', () => {
     expect(rebuilt.config).toEqual(att.config);
     const clone = await cloneModel(att);
     const x = randn([2, 4, 12], 23);
-    expect(Array.from(clone.call(x, ctx).dataSync())).toEqual(Array.from(att.call(x, ctx).dataSync()));
+    expect(Array.from((clone.call(x, ctx) as tf.Tensor).dataSync())).toEqual(Array.from(att.call(x, ctx).dataSync()));
     expect(() => new Attention({ dim: 8, heads: 3 }, { rng: new Rng(0) })).toThrow(/not divisible by heads 3/);
     expect(() => new Attention({ dim: 8, heads: 4, kvHeads: 3 }, { rng: new Rng(0) })).toThrow(/multiple of kvHeads 3/);
     expect(() => registry.create('attention', { dim: 8, heads: 2, rope: { base: 'x' } }, { rng: new Rng(0) })).toThrow(/config.rope to be null or \{base/);
+  });
+});
+
+describe('a training step through every layer', () => {
+  it('leaves no tensor behind on wasm or cpu, and every parameter gets a finite gradient', async () => {
+    for (const backend of ['wasm', 'cpu'] as const) {
+      await useBackend(backend);
+      const rng = new Rng(30);
+      const emb = new Embedding({ numEmbeddings: 20, dim: 16 }, { rng });
+      const ln = new LayerNorm({ dim: 16 });
+      const att = new Attention({ dim: 16, heads: 4, kvHeads: 2, causal: true, rope: { base: 10000 } }, { rng });
+      const rms = new RMSNorm({ dim: 16 });
+      const mlp = new Mlp({ inFeatures: 16, hiddenFeatures: 32 }, { rng });
+      const params = [emb, ln, att, rms, mlp].flatMap((m) => [...m.namedParams()].map(([, p]) => p.variable));
+      const ids = tf.tensor2d(Array.from({ length: 24 }, (_, i) => (i * 7) % 20), [3, 8], 'int32');
+      const mask = tf.ones([3, 8, 8], 'bool');
+      const step = (): void => {
+        const { value, grads } = tf.variableGrads(() => {
+          const x = emb.call(ids, ctx);
+          const h = addNoSave(x, att.call({ x: ln.call(x, ctx), mask }, ctx));
+          return tf.mean<tf.Scalar>(tf.square(addNoSave(h, mlp.call(rms.call(h, ctx), ctx))));
+        }, params);
+        expect(Object.keys(grads)).toHaveLength(params.length);
+        for (const g of Object.values(grads)) expect(Number.isFinite(tf.tidy(() => tf.sum(tf.abs(g)).dataSync()[0]))).toBe(true);
+        tf.dispose([value, ...Object.values(grads)]);
+      };
+      tf.tidy(step); // warm-up (kernels, caches)
+      const before = tf.memory().numTensors;
+      step();
+      expect(tf.memory().numTensors, backend).toBe(before);
+    }
   });
 });

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
-import { splitRows, transposeLast2 } from './ops/dense.js';
+import { reshapeNoSave, splitRows, transposeLast2 } from './ops/dense.js';
 import { Linear } from './linear.js';
 import { boolOr, customOp, positiveInt } from './util.js';
 
@@ -65,9 +65,9 @@ export function scaledDotProductAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tens
       const vs = splitRows(tf.reshape(vi, [G * T, d]), G);
       o = tf.concat(ps.map((x, i) => tf.matMul(x as tf.Tensor2D, vs[i] as tf.Tensor2D)), 0);
     } else {
-      const s = tf.matMul(tf.reshape(qsc, [G, R, d]), transposeLast2(tf.reshape(ki, [G, T, d])) as tf.Tensor3D);
+      const s = tf.matMul(tf.reshape(qsc, [G, R, d]), transposeLast2(tf.reshape(ki, [G, T, d])));
       p = softmaxMasked(s);
-      o = tf.matMul(p as tf.Tensor3D, tf.reshape(vi, [G, T, d]));
+      o = tf.matMul(p, tf.reshape(vi, [G, T, d]));
     }
     save([qsc, ki, vi, p]);
     return {
@@ -94,11 +94,11 @@ export function scaledDotProductAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tens
           const dy3 = tf.reshape(dy, [G, R, d]);
           const v3 = tf.reshape(sv, [G, T, d]);
           const p3 = tf.reshape(sp, [G, R, T]);
-          const dp = tf.matMul(dy3, transposeLast2(v3) as tf.Tensor3D);
-          dv = tf.matMul(transposeLast2(p3) as tf.Tensor3D, dy3);
+          const dp = tf.matMul(dy3, transposeLast2(v3));
+          dv = tf.matMul(transposeLast2(p3), dy3);
           const ds = tf.mul(p3, tf.sub(dp, tf.sum(tf.mul(dp, p3), -1, true)));
           dq = tf.mul(tf.matMul(ds, tf.reshape(sk, [G, T, d])), scale);
-          dkk = tf.matMul(transposeLast2(ds) as tf.Tensor3D, tf.reshape(sq, [G, R, d]));
+          dkk = tf.matMul(transposeLast2(ds), tf.reshape(sq, [G, R, d]));
         }
         return [tf.reshape(dq, q.shape), tf.reshape(dkk, k.shape), tf.reshape(dv, v.shape)];
       },
@@ -165,7 +165,7 @@ function positionRows(positions: Positions, B: number, N: number): number[][] {
   if (positions instanceof tf.Tensor) {
     if (positions.rank !== 1 && positions.rank !== 2) throw new ConfigError(`rope: expected positions [N] or [B, N], found [${positions.shape.join(', ')}]`);
     const data = Array.from(positions.dataSync());
-    rows = positions.rank === 1 ? [data] : Array.from({ length: positions.shape[0] as number }, (_, b) => data.slice(b * N, (b + 1) * N));
+    rows = positions.rank === 1 ? [data] : Array.from({ length: positions.shape[0] }, (_, b) => data.slice(b * N, (b + 1) * N));
     if (positions.shape[positions.rank - 1] !== N) throw new ConfigError(`rope: expected ${N} positions per row, found [${positions.shape.join(', ')}]`);
   } else if (positions.length > 0 && Array.isArray(positions[0])) {
     rows = positions as number[][];
@@ -275,8 +275,8 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
   projectQ(x: tf.Tensor, ctx: RunContext, positions?: Positions): tf.Tensor {
     const { heads, headDim, dim } = this.config;
     const x3 = this.batched(x, dim, 'x');
-    const [B, N] = x3.shape as [number, number, number];
-    let q = tf.reshape(this.child('q').call(x3, ctx) as tf.Tensor, [B, N, heads, headDim]);
+    const [B, N] = x3.shape;
+    let q = reshapeNoSave(this.child('q').call(x3, ctx) as tf.Tensor, [B, N, heads, headDim]);
     if (this.config.rope) q = applyRope(q, positions ?? range(0, N), this.config.rope.base);
     return tf.transpose(q, [0, 2, 1, 3]);
   }
@@ -285,9 +285,9 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
   projectKV(src: tf.Tensor, ctx: RunContext, positions?: Positions): KV {
     const { kvHeads, headDim, kvDim } = this.config;
     const s3 = this.batched(src, kvDim, 'kv');
-    const [B, M] = s3.shape as [number, number, number];
-    let k = tf.reshape(this.child('k').call(s3, ctx) as tf.Tensor, [B, M, kvHeads, headDim]);
-    const v = tf.reshape(this.child('v').call(s3, ctx) as tf.Tensor, [B, M, kvHeads, headDim]);
+    const [B, M] = s3.shape;
+    let k = reshapeNoSave(this.child('k').call(s3, ctx) as tf.Tensor, [B, M, kvHeads, headDim]);
+    const v = reshapeNoSave(this.child('v').call(s3, ctx) as tf.Tensor, [B, M, kvHeads, headDim]);
     if (this.config.rope) k = applyRope(k, positions ?? range(0, M), this.config.rope.base);
     return { k: tf.transpose(k, [0, 2, 1, 3]), v: tf.transpose(v, [0, 2, 1, 3]) };
   }
@@ -299,9 +299,19 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
   attend(q: tf.Tensor, kv: KV, mask?: tf.Tensor): tf.Tensor {
     const [B, H, N, d] = q.shape as [number, number, number, number];
     const T = kv.k.shape[2] as number;
-    const add = this.additiveMask(mask, B, N, T);
+    // The mask is a constant: built inside a customGrad so that none of its ops is taped (a taped op
+    // saves its inputs, a copy each on wasm) and no gradient is ever computed for it.
+    const build = (m?: tf.Tensor): tf.Tensor | null => this.additiveMask(m, B, N, T);
+    let add: tf.Tensor | null = null;
+    if (mask || this.config.causal) {
+      const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => ({
+        value: build(args.length > 1 ? (args[0] as tf.Tensor) : undefined) as tf.Tensor,
+        gradFunc: () => (args.length > 1 ? [tf.zerosLike(args[0] as tf.Tensor)] : []),
+      }));
+      add = mask ? op(mask) : op();
+    }
     const o = scaledDotProductAttention(q, kv.k, kv.v, { mask: add });
-    return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B, N, H * d]);
+    return reshapeNoSave(tf.transpose(o, [0, 2, 1, 3]), [B, N, H * d]);
   }
 
   forward(input: tf.Tensor | AttentionInput, ctx: RunContext): tf.Tensor {
@@ -322,13 +332,13 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
     }
     const merged = this.attend(q, kv, inp.mask);
     const out = this.child('o').call(merged, ctx) as tf.Tensor;
-    return x.rank === 2 ? tf.reshape(out, [N, this.config.dim]) : out;
+    return x.rank === 2 ? reshapeNoSave(out, [N, this.config.dim]) : out;
   }
 
   override flops(input: tf.Tensor | AttentionInput): FlopCount {
     const inp: AttentionInput = input instanceof tf.Tensor ? { x: input } : input;
     const { heads, kvHeads, headDim } = this.config;
-    const B = inp.x.rank === 2 ? 1 : (inp.x.shape[0] as number);
+    const B = inp.x.rank === 2 ? 1 : (inp.x.shape[0]);
     const N = inp.x.shape[inp.x.rank - 2] as number;
     const src = inp.kv ?? inp.x;
     const M = src.shape[src.rank - 2] as number;
@@ -349,7 +359,7 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
     if ((x.rank !== 2 && x.rank !== 3) || x.shape[x.rank - 1] !== features) {
       throw new ConfigError(`attention: expected ${what} [B, N, ${features}] or [N, ${features}], found [${x.shape.join(', ')}]`);
     }
-    return (x.rank === 2 ? tf.expandDims(x, 0) : x) as tf.Tensor3D;
+    return (x.rank === 2 ? reshapeNoSave(x, [1, ...x.shape]) : x) as tf.Tensor3D;
   }
 
   /** The combined additive mask [B|1, H|1, N, T] (user mask + causal), or null when there is none. */
@@ -365,7 +375,7 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
       }
       let m4: tf.Tensor;
       if (mask.rank === 2) m4 = tf.reshape(mask, [1, 1, N, T]);
-      else if (mask.rank === 3) m4 = tf.reshape(mask, [shape[0] as number, 1, N, T]);
+      else if (mask.rank === 3) m4 = tf.reshape(mask, [shape[0], 1, N, T]);
       else m4 = mask;
       add = mask.dtype === 'bool' ? tf.mul(tf.sub(1, tf.cast(m4, 'float32')), MASKED) : tf.cast(m4, 'float32');
     }

@@ -16,6 +16,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type JsonObject, type RunContext } from '@leanpass/core';
 import { isFrozen } from './ops/dense.js';
+import { trains } from './util.js';
 
 /**
  * Mean of a [N, C] matrix over its rows, as [1, C]: one 1 × N average pool with the channels innermost.
@@ -27,12 +28,12 @@ export function meanRows(x2d: tf.Tensor): tf.Tensor2D {
   if (x2d.rank !== 2) throw new ConfigError(`meanRows: expected a rank-2 tensor [rows, C], found [${x2d.shape.join(', ')}]`);
   const [n, c] = x2d.shape as [number, number];
   if (n === 1) return tf.reshape(x2d, [1, c]);
-  return tf.reshape(tf.avgPool(tf.reshape(x2d, [1, 1, n, c]) as tf.Tensor4D, [1, n], 1, 'valid'), [1, c]);
+  return tf.reshape(tf.avgPool(tf.reshape<tf.Rank.R4>(x2d, [1, 1, n, c]), [1, n], 1, 'valid'), [1, c]);
 }
 
 /** Sum of a [N, C] matrix over its rows, as [1, C] (`meanRows` × N). */
 export function sumRows(x2d: tf.Tensor): tf.Tensor2D {
-  const n = x2d.shape[0] as number;
+  const n = x2d.shape[0];
   const m = meanRows(x2d);
   return n === 1 ? m : tf.mul(m, n);
 }
@@ -91,17 +92,19 @@ export class BatchNorm extends Module<tf.Tensor, tf.Tensor, BatchNormConfig> {
     if (x.rank < 2 || x.shape[x.rank - 1] !== c) {
       throw new ConfigError(`batchnorm: expected an input of rank >= 2 with ${c} channels on the last axis, found [${x.shape.join(', ')}]`);
     }
-    const gamma = this.config.affine ? this.param('weight').variable : undefined;
-    const beta = this.config.affine ? this.param('bias').variable : undefined;
+    const gp = this.config.affine ? this.param('weight') : undefined;
+    const bp = this.config.affine ? this.param('bias') : undefined;
+    const common = {
+      gamma: gp?.variable,
+      beta: bp?.variable,
+      eps: this.config.eps,
+      gammaGrad: gp !== undefined && trains(gp),
+      betaGrad: bp !== undefined && trains(bp),
+    };
     if (ctx.mode === 'train') {
-      return batchNormTrain(x, gamma, beta, {
-        eps: this.config.eps,
-        momentum: this.config.momentum,
-        runningMean: this.param('runningMean').variable,
-        runningVar: this.param('runningVar').variable,
-      });
+      return batchNormTrain(x, { ...common, momentum: this.config.momentum, runningMean: this.param('runningMean').variable, runningVar: this.param('runningVar').variable });
     }
-    return batchNormEval(x, this.param('runningMean').variable, this.param('runningVar').variable, gamma, beta, this.config.eps);
+    return batchNormEval(x, { ...common, mean: this.param('runningMean').variable, variance: this.param('runningVar').variable });
   }
 
   override flops(x: tf.Tensor): FlopCount {
@@ -112,46 +115,65 @@ export class BatchNorm extends Module<tf.Tensor, tf.Tensor, BatchNormConfig> {
   }
 }
 
+/** Options of `batchNormTrain`. */
+export interface BatchNormTrainOptions {
+  /** Scale γ [C]; none: 1. */
+  gamma?: tf.Tensor;
+  /** Shift β [C]; none: 0. */
+  beta?: tf.Tensor;
+  eps?: number;
+  /** Running statistics to update in place (both or neither), with this momentum (default 0.1). */
+  runningMean?: tf.Variable;
+  runningVar?: tf.Variable;
+  momentum?: number;
+  /** Compute γ's / β's gradient (default: unless it is a non-trainable tf.Variable). */
+  gammaGrad?: boolean;
+  betaGrad?: boolean;
+}
+
+/** Tensors a gradient reads: variables through the closure, anything else saved (it may be disposed first). */
+function mustSave(t: tf.Tensor | undefined): t is tf.Tensor {
+  return t !== undefined && !(t instanceof tf.Variable);
+}
+
 /**
- * Train-mode batch norm over the last axis as one `tf.customGrad`. γ and β may be undefined (not
- * affine) or frozen variables (no gradient computed for them). When `stats` has running statistics
- * they are updated (outside the tape). Saves x̂ [N, C] and 1/σ [1, C].
+ * Train-mode batch norm over the last axis as one `tf.customGrad`, with the batch statistics; updates
+ * the running statistics when given (with the tape off). Saves x̂ [N, C] and 1/σ [1, C] (and γ when it
+ * is not a tf.Variable).
  *
- * Backward (N = rows): dβ = Σdy, dγ = Σdy·x̂, dx = (γ/σ)·(dy − Σdy/N − x̂·Σ(dy·x̂)/N).
+ * Backward (N rows): dβ = Σdy, dγ = Σdy·x̂, dx = (γ/σ)·(dy − mean(dy) − x̂·mean(dy·x̂)).
  */
-export function batchNormTrain(
-  x: tf.Tensor,
-  gamma: tf.Tensor | undefined,
-  beta: tf.Tensor | undefined,
-  stats: { eps: number; momentum?: number; runningMean?: tf.Variable; runningVar?: tf.Variable },
-): tf.Tensor {
+export function batchNormTrain(x: tf.Tensor, opts: BatchNormTrainOptions = {}): tf.Tensor {
+  const { gamma, beta, runningMean, runningVar } = opts;
+  const eps = opts.eps ?? 1e-5;
   const shape = x.shape;
   const c = shape[shape.length - 1] as number;
   const n = x.size / c;
+  if (x.rank < 2) throw new ConfigError(`batchnorm: expected an input of rank >= 2 [..., C], found [${shape.join(', ')}]`);
   if (n < 2) throw new ConfigError(`batchnorm: train mode needs more than 1 value per channel, found input [${shape.join(', ')}]`);
   checkChannelParam('weight', gamma, c);
   checkChannelParam('bias', beta, c);
-  const gGrad = gamma !== undefined && !isFrozen(gamma);
-  const bGrad = beta !== undefined && !isFrozen(beta);
+  const gGrad = gamma !== undefined && (opts.gammaGrad ?? !isFrozen(gamma));
+  const bGrad = beta !== undefined && (opts.betaGrad ?? !isFrozen(beta));
+  const gSave = mustSave(gamma);
   const inputs: tf.Tensor[] = [x];
   if (gGrad) inputs.push(gamma);
   if (bGrad) inputs.push(beta);
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
-    const x2 = tf.reshape(args[0] as tf.Tensor, [n, c]) as tf.Tensor2D;
+    const x2 = tf.reshape(args[0] as tf.Tensor, [n, c]);
     const mean = meanRows(x2);
     const xc = tf.sub(x2, mean);
     const variance = meanRows(tf.square(xc));
-    const rstd = tf.rsqrt(tf.add(variance, stats.eps));
+    const rstd = tf.rsqrt(tf.add(variance, eps));
     const xhat = tf.mul(xc, rstd);
     let y: tf.Tensor = xhat;
     if (gamma) y = tf.mul(y, tf.reshape(gamma, [1, c]));
     if (beta) y = tf.add(y, tf.reshape(beta, [1, c]));
-    save([xhat, rstd]);
-    const { runningMean, runningVar } = stats;
+    save(gSave ? [xhat, rstd, gamma] : [xhat, rstd]);
     if (runningMean && runningVar) {
-      // Runs with the tape off (customGrad's forward), so the update is never differentiated.
-      const m = stats.momentum ?? 0.1;
+      // customGrad runs its forward with the tape off: the update is never differentiated.
+      const m = opts.momentum ?? 0.1;
       runningMean.assign(tf.add(tf.mul(runningMean, 1 - m), tf.mul(tf.reshape(mean, [c]), m)));
       runningVar.assign(tf.add(tf.mul(runningVar, 1 - m), tf.mul(tf.reshape(variance, [c]), (m * n) / (n - 1))));
     }
@@ -159,15 +181,16 @@ export function batchNormTrain(
       value: tf.reshape(y, shape),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [xh, rs] = saved as [tf.Tensor2D, tf.Tensor2D];
-        const dy2 = tf.reshape(dy, [n, c]) as tf.Tensor2D;
+        const g = gSave ? (saved[2] as tf.Tensor) : gamma;
+        const dy2 = tf.reshape<tf.Rank.R2>(dy, [n, c]);
         const mdy = meanRows(dy2);
         const mdyx = meanRows(tf.mul(dy2, xh));
-        const scale = gamma ? tf.mul(rs, tf.reshape(gamma, [1, c])) : rs;
+        const scale = g ? tf.mul(rs, tf.reshape(g, [1, c])) : rs;
         // dx = (dy − x̂·mean(dy·x̂) − mean(dy))·γ/σ
         const dx = tf.mul(tf.sub(tf.sub(dy2, tf.mul(xh, mdyx)), mdy), scale);
         const grads: tf.Tensor[] = [tf.reshape(dx, shape)];
-        if (gGrad) grads.push(tf.reshape(tf.mul(mdyx, n), [c]));
-        if (bGrad) grads.push(tf.reshape(tf.mul(mdy, n), [c]));
+        if (gGrad) grads.push(tf.reshape(tf.mul(mdyx, n), gamma.shape));
+        if (bGrad) grads.push(tf.reshape(tf.mul(mdy, n), beta.shape));
         return grads;
       },
     };
@@ -175,53 +198,68 @@ export function batchNormTrain(
   return op(...inputs);
 }
 
+/** Options of `batchNormEval`. */
+export interface BatchNormEvalOptions {
+  /** Fixed per-channel statistics [C]. */
+  mean: tf.Tensor;
+  variance: tf.Tensor;
+  gamma?: tf.Tensor;
+  beta?: tf.Tensor;
+  eps?: number;
+  gammaGrad?: boolean;
+  betaGrad?: boolean;
+}
+
 /**
  * Eval-mode batch norm with fixed statistics: y = x·k + s, k = γ/√(var + ε), s = β − mean·k.
  * Gradients: dx = dy·k, dβ = Σdy, dγ = Σdy·(x − mean)/√(var + ε). Saves x only when γ needs a
- * gradient; with γ frozen it saves nothing.
+ * gradient (and the statistics and γ when they are not tf.Variables); with γ frozen it saves nothing,
+ * which makes it MobileTL's shift-only norm.
  */
-export function batchNormEval(
-  x: tf.Tensor,
-  mean: tf.Tensor,
-  variance: tf.Tensor,
-  gamma: tf.Tensor | undefined,
-  beta: tf.Tensor | undefined,
-  eps: number,
-): tf.Tensor {
+export function batchNormEval(x: tf.Tensor, opts: BatchNormEvalOptions): tf.Tensor {
+  const { mean, variance, gamma, beta } = opts;
+  const eps = opts.eps ?? 1e-5;
   const shape = x.shape;
   const c = shape[shape.length - 1] as number;
   const n = x.size / c;
+  if (x.rank < 2) throw new ConfigError(`batchnorm: expected an input of rank >= 2 [..., C], found [${shape.join(', ')}]`);
   checkChannelParam('runningMean', mean, c);
   checkChannelParam('runningVar', variance, c);
   checkChannelParam('weight', gamma, c);
   checkChannelParam('bias', beta, c);
-  const gGrad = gamma !== undefined && !isFrozen(gamma);
-  const bGrad = beta !== undefined && !isFrozen(beta);
+  const gGrad = gamma !== undefined && (opts.gammaGrad ?? !isFrozen(gamma));
+  const bGrad = beta !== undefined && (opts.betaGrad ?? !isFrozen(beta));
   const inputs: tf.Tensor[] = [x];
   if (gGrad) inputs.push(gamma);
   if (bGrad) inputs.push(beta);
-  // The per-channel rows are recomputed in the gradient (a few [1, C] ops) rather than kept alive
-  // between the forward and the backward.
-  const rstdRow = (): tf.Tensor => tf.reshape(tf.rsqrt(tf.add(variance, eps)), [1, c]);
-  const scaleRow = (r: tf.Tensor): tf.Tensor => (gamma ? tf.mul(r, tf.reshape(gamma, [1, c])) : r);
+  // What the backward reads besides dy: k (from the variance and γ), and for dγ also x and the mean.
+  const closure: Array<tf.Tensor | undefined> = gGrad ? [variance, gamma, mean] : [variance, gamma];
+  const toSave = closure.filter(mustSave);
+  const rstdRow = (v: tf.Tensor): tf.Tensor => tf.reshape(tf.rsqrt(tf.add(v, eps)), [1, c]);
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
     const x2 = tf.reshape(args[0] as tf.Tensor, [n, c]);
-    const k = scaleRow(rstdRow());
+    const r = rstdRow(variance);
+    const k = gamma ? tf.mul(r, tf.reshape(gamma, [1, c])) : r;
     let shift = tf.neg(tf.mul(tf.reshape(mean, [1, c]), k));
     if (beta) shift = tf.add(shift, tf.reshape(beta, [1, c]));
-    if (gGrad) save([x2]);
+    save(gGrad ? [x2, ...toSave] : toSave);
     return {
       value: tf.reshape(tf.add(tf.mul(x2, k), shift), shape),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        let at = gGrad ? 1 : 0;
+        const read = (t: tf.Tensor | undefined): tf.Tensor | undefined => (mustSave(t) ? (saved[at++]) : t);
+        const v = read(variance) as tf.Tensor;
+        const g = read(gamma);
         const dy2 = tf.reshape(dy, [n, c]);
-        const r = rstdRow();
-        const grads: tf.Tensor[] = [tf.reshape(tf.mul(dy2, scaleRow(r)), shape)];
+        const rr = rstdRow(v);
+        const grads: tf.Tensor[] = [tf.reshape(tf.mul(dy2, g ? tf.mul(rr, tf.reshape(g, [1, c])) : rr), shape)];
         if (gGrad) {
-          const xhat = tf.mul(tf.sub(saved[0] as tf.Tensor, tf.reshape(mean, [1, c])), r);
-          grads.push(tf.reshape(sumRows(tf.mul(dy2, xhat)), [c]));
+          const m = read(mean) as tf.Tensor;
+          const xhat = tf.mul(tf.sub(saved[0] as tf.Tensor, tf.reshape(m, [1, c])), rr);
+          grads.push(tf.reshape(sumRows(tf.mul(dy2, xhat)), gamma.shape));
         }
-        if (bGrad) grads.push(tf.reshape(sumRows(dy2), [c]));
+        if (bGrad) grads.push(tf.reshape(sumRows(dy2), beta.shape));
         return grads;
       },
     };

@@ -2,7 +2,7 @@
  * Depthwise 2-D convolution (NHWC) that trains on every backend, wasm included.
  *
  * tfjs-wasm has the depthwise forward kernel but neither of its gradients
- * (DepthwiseConv2dNativeBackpropInput / BackpropFilter). `depthwiseConv` is one `tf.customGrad`:
+ * (DepthwiseConv2dNativeBackpropInput / BackpropFilter). `depthwiseConv2d` is one `tf.customGrad`:
  * - forward: the native depthwise kernel (explicit padding) plus the bias;
  * - dx: the native depthwise kernel again, on dy (zero-inserted for stride > 1) with the flipped
  *   filter — a correlation, so it runs at forward speed;
@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type JsonValue, type RunContext } from '@leanpass/core';
 import { sumRows } from './batchnorm.js';
 import { isFrozen } from './ops/dense.js';
+import { trains, uniformInit } from './util.js';
 
 /** 'same' (TensorFlow: output ⌈H/s⌉, extra padding at the bottom/right), 'valid' (none) or a symmetric amount. */
 export type Padding = 'same' | 'valid' | number;
@@ -56,6 +57,10 @@ export function axisGeometry(size: number, kernel: number, stride: number, paddi
 export interface DepthwiseOptions {
   stride?: number | readonly [number, number];
   padding?: Padding;
+  /** Compute the filter's gradient (default: unless w is a non-trainable tf.Variable). */
+  weightGrad?: boolean;
+  /** Compute the bias's gradient (default: unless b is a non-trainable tf.Variable). */
+  biasGrad?: boolean;
 }
 
 /** A number or an [h, w] pair as a pair. */
@@ -70,17 +75,11 @@ function shapeStr(t: tf.Tensor): string {
 }
 
 /** Zero insertion along axes 1 and 2: [B, H, W, C] → [B, H·sh, W·sw, C] with dy at multiples of the stride. */
-function zeroInsert(t: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
-  let [b, h, w, c] = t.shape;
+export function zeroInsert(t: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
+  const [b, h, w, c] = t.shape;
   let u: tf.Tensor = t;
-  if (sh > 1) {
-    u = tf.reshape(tf.pad(tf.reshape(u, [b * h, 1, w * c]), [[0, 0], [0, sh - 1], [0, 0]]), [b, h * sh, w, c]);
-    h *= sh;
-  }
-  if (sw > 1) {
-    u = tf.reshape(tf.pad(tf.reshape(u, [b * h * w, 1, c]), [[0, 0], [0, sw - 1], [0, 0]]), [b, h, w * sw, c]);
-    w *= sw;
-  }
+  if (sh > 1) u = tf.reshape(tf.pad(tf.reshape(u, [b * h, 1, w * c]), [[0, 0], [0, sh - 1], [0, 0]]), [b, h * sh, w, c]);
+  if (sw > 1) u = tf.reshape(tf.pad(tf.reshape(u, [b * h * sh * w, 1, c]), [[0, 0], [0, sw - 1], [0, 0]]), [b, h * sh, w * sw, c]);
   return u as tf.Tensor4D;
 }
 
@@ -88,22 +87,25 @@ function zeroInsert(t: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
  * Padding (before, after) of the correlation that maps the zero-inserted dy back to dx along one axis;
  * negative amounts are crops of its output.
  */
-function backPadding(g: AxisGeometry): [number, number] {
+export function backPadding(g: AxisGeometry): [number, number] {
   const padded = g.size + g.padBefore + g.padAfter;
   const rest = padded - ((g.out - 1) * g.stride + g.kernel);
   // zeroInsert leaves (stride − 1) zeros after the last dy row.
   return [g.kernel - 1 - g.padBefore, g.kernel - 1 + rest - g.padAfter - (g.stride - 1)];
 }
 
-/** `depthwiseConv2d` with explicit, possibly negative (= crop) padding and stride 1. */
-function correlate(u: tf.Tensor4D, f: tf.Tensor4D, ph: [number, number], pw: [number, number]): tf.Tensor4D {
+/**
+ * Stride-1 correlation of u with f (tf.depthwiseConv2d or tf.conv2d) with explicit padding; negative
+ * amounts crop the output.
+ */
+export function correlate(u: tf.Tensor4D, f: tf.Tensor4D, ph: [number, number], pw: [number, number], kind: 'depthwise' | 'dense' = 'depthwise'): tf.Tensor4D {
   const pads: [[number, number], [number, number], [number, number], [number, number]] = [
     [0, 0],
     [Math.max(ph[0], 0), Math.max(ph[1], 0)],
     [Math.max(pw[0], 0), Math.max(pw[1], 0)],
     [0, 0],
   ];
-  let out = tf.depthwiseConv2d(u, f, 1, pads);
+  let out = kind === 'dense' ? tf.conv2d(u, f, 1, pads) : tf.depthwiseConv2d(u, f, 1, pads);
   const crop = [Math.max(-ph[0], 0), Math.max(-ph[1], 0), Math.max(-pw[0], 0), Math.max(-pw[1], 0)] as const;
   if (crop.some((v) => v > 0)) {
     const [b, h, w, c] = out.shape;
@@ -113,7 +115,7 @@ function correlate(u: tf.Tensor4D, f: tf.Tensor4D, ph: [number, number], pw: [nu
 }
 
 /** One stride phase of one axis: the grid of padded-input positions ≡ phase (mod stride). */
-interface Phase {
+export interface Phase {
   phase: number;
   /** Padding of x before the 1×1 stride-s pick. */
   padBefore: number;
@@ -130,7 +132,7 @@ interface Phase {
  * (wasm's Slice copies its whole input to JS first): x is padded, picked with a 1×1 average pool of
  * stride s (exact), and dy is shifted with a pad instead.
  */
-function phases(g: AxisGeometry): Phase[] {
+export function phases(g: AxisGeometry): Phase[] {
   const out: Phase[] = [];
   for (let p = 0; p < Math.min(g.stride, g.kernel); p++) {
     const maxOffset = Math.floor((g.kernel - 1 - p) / g.stride);
@@ -181,17 +183,17 @@ function depthwiseFilterGrad(x: tf.Tensor4D, dy: tf.Tensor4D, gh: AxisGeometry, 
  * Depthwise convolution y = x ⊛ w (+ b) for x [B, H, W, C], w [kh, kw, C, m], b [C·m] (output channel
  * c·m + q is input channel c with filter q, as `tf.depthwiseConv2d`). Trains on wasm.
  */
-export function depthwiseConv(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | undefined, opts: DepthwiseOptions = {}): tf.Tensor4D {
-  if (x.rank !== 4) throw new ConfigError(`depthwiseConv: expected x of rank 4 [B, H, W, C], found ${shapeStr(x)}`);
-  if (w.rank !== 4) throw new ConfigError(`depthwiseConv: expected w of rank 4 [kh, kw, C, multiplier], found ${shapeStr(w)}`);
+export function depthwiseConv2d(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | undefined, opts: DepthwiseOptions = {}): tf.Tensor4D {
+  if (x.rank !== 4) throw new ConfigError(`depthwiseConv2d: expected x of rank 4 [B, H, W, C], found ${shapeStr(x)}`);
+  if (w.rank !== 4) throw new ConfigError(`depthwiseConv2d: expected w of rank 4 [kh, kw, C, multiplier], found ${shapeStr(w)}`);
   const [bs, h, wd, c] = x.shape as [number, number, number, number];
   const [kh, kw, wc, m] = w.shape as [number, number, number, number];
-  if (wc !== c) throw new ConfigError(`depthwiseConv: x ${shapeStr(x)} has ${c} channels but w ${shapeStr(w)} has ${wc}`);
+  if (wc !== c) throw new ConfigError(`depthwiseConv2d: x ${shapeStr(x)} has ${c} channels but w ${shapeStr(w)} has ${wc}`);
   const cm = c * m;
   const bias = b ?? undefined;
-  if (bias && bias.size !== cm) throw new ConfigError(`depthwiseConv: expected a bias of ${cm} elements, found ${shapeStr(bias)}`);
-  const [sh, sw] = pair(opts.stride ?? 1, 'depthwiseConv stride');
-  if (!(Number.isInteger(sh) && Number.isInteger(sw) && sh >= 1 && sw >= 1)) throw new ConfigError(`depthwiseConv: expected positive integer strides, found [${sh}, ${sw}]`);
+  if (bias && bias.size !== cm) throw new ConfigError(`depthwiseConv2d: expected a bias of ${cm} elements, found ${shapeStr(bias)}`);
+  const [sh, sw] = pair(opts.stride ?? 1, 'depthwiseConv2d stride');
+  if (!(Number.isInteger(sh) && Number.isInteger(sw) && sh >= 1 && sw >= 1)) throw new ConfigError(`depthwiseConv2d: expected positive integer strides, found [${sh}, ${sw}]`);
   const padding = opts.padding ?? 'same';
   const gh = axisGeometry(h, kh, sh, padding);
   const gw = axisGeometry(wd, kw, sw, padding);
@@ -202,8 +204,11 @@ export function depthwiseConv(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | 
     [0, 0],
   ];
   const rows = bs * gh.out * gw.out;
-  const wGrad = !isFrozen(w);
-  const bGrad = bias !== undefined && !isFrozen(bias);
+  const wGrad = opts.weightGrad ?? !isFrozen(w);
+  const bGrad = bias !== undefined && (opts.biasGrad ?? !isFrozen(bias));
+  // A filter that is not a tf.Variable may be disposed before the backward (a temporary of the
+  // caller's forward): save it; variables are read through the closure (a save is a copy on wasm).
+  const wSave = !(w instanceof tf.Variable);
   const inputs: tf.Tensor[] = [x];
   if (wGrad) inputs.push(w);
   if (bGrad) inputs.push(bias);
@@ -213,14 +218,18 @@ export function depthwiseConv(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | 
     const xi = args[0] as tf.Tensor4D;
     let y: tf.Tensor4D = tf.depthwiseConv2d(xi, w as tf.Tensor4D, [sh, sw], pads);
     if (bias) y = tf.add(y, tf.reshape(bias, [cm]));
-    if (wGrad) save([xi]);
+    const keep: tf.Tensor[] = [];
+    if (wGrad) keep.push(xi);
+    if (wSave) keep.push(w);
+    save(keep);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const dy4 = dy as tf.Tensor4D;
+        const wb = wSave ? (saved[saved.length - 1] as tf.Tensor) : w;
         // dx: correlation of the zero-inserted dy with the flipped filter.
         const u = sh > 1 || sw > 1 ? zeroInsert(dy4, sh, sw) : dy4;
-        const flipped = tf.reshape(tf.reverse(w, [0, 1]), [kh, kw, cm, 1]) as tf.Tensor4D;
+        const flipped = tf.reshape<tf.Rank.R4>(tf.reverse(wb, [0, 1]), [kh, kw, cm, 1]);
         let dx: tf.Tensor = correlate(u, flipped, backPadding(gh), backPadding(gw));
         if (m > 1) dx = tf.sum(tf.reshape(dx, [bs, h, wd, c, m]), 4);
         const grads: tf.Tensor[] = [dx];
@@ -231,7 +240,7 @@ export function depthwiseConv(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | 
       },
     };
   });
-  return op(...inputs) as tf.Tensor4D;
+  return op(...inputs);
 }
 
 export interface DepthwiseConv2dConfig extends JsonObject {
@@ -243,7 +252,7 @@ export interface DepthwiseConv2dConfig extends JsonObject {
   bias: boolean;
 }
 
-export interface DepthwiseConv2dOptions {
+export interface DepthwiseConv2dModuleOptions {
   channels: number;
   kernelSize: number | [number, number];
   stride?: number | [number, number];
@@ -252,7 +261,7 @@ export interface DepthwiseConv2dOptions {
   bias?: boolean;
 }
 
-export function depthwiseConv2dConfig(o: DepthwiseConv2dOptions | DepthwiseConv2dConfig): DepthwiseConv2dConfig {
+export function depthwiseConv2dConfig(o: DepthwiseConv2dModuleOptions | DepthwiseConv2dConfig): DepthwiseConv2dConfig {
   return {
     channels: o.channels,
     kernelSize: Array.isArray(o.kernelSize) ? [...(o.kernelSize as number[])] : o.kernelSize,
@@ -274,14 +283,6 @@ export function checkConvGeometry(cfg: { kernelSize: JsonValue; stride: JsonValu
   }
 }
 
-/** Uniform(−bound, bound) values from the seeded RNG. */
-export function uniformTensor(shape: number[], bound: number, init: InitContext): tf.Tensor {
-  const n = shape.reduce((a, d) => a * d, 1);
-  const v = new Float32Array(n);
-  for (let i = 0; i < n; i++) v[i] = init.rng.uniform(-bound, bound);
-  return tf.tensor(v, shape);
-}
-
 /**
  * Depthwise 2-D convolution module (kind 'depthwise-conv2d'), NHWC. Params: 'weight'
  * [kh, kw, channels, multiplier] and 'bias' [channels·multiplier] (when bias). Initialised as PyTorch's
@@ -290,7 +291,7 @@ export function uniformTensor(shape: number[], bound: number, init: InitContext)
 export class DepthwiseConv2d extends Module<tf.Tensor, tf.Tensor, DepthwiseConv2dConfig> {
   readonly kind = 'depthwise-conv2d';
 
-  constructor(opts: DepthwiseConv2dOptions | DepthwiseConv2dConfig, init: InitContext) {
+  constructor(opts: DepthwiseConv2dModuleOptions | DepthwiseConv2dConfig, init: InitContext) {
     const config = depthwiseConv2dConfig(opts);
     const issues: Array<{ path: string; message: string }> = [];
     if (!Number.isInteger(config.channels) || config.channels < 1) issues.push({ path: 'channels', message: `expected a positive integer, found ${JSON.stringify(config.channels)}` });
@@ -301,24 +302,32 @@ export class DepthwiseConv2d extends Module<tf.Tensor, tf.Tensor, DepthwiseConv2
     super(config);
     const [kh, kw] = pair(config.kernelSize, 'kernelSize');
     const bound = 1 / Math.sqrt(kh * kw);
-    this.addParam('weight', uniformTensor([kh, kw, config.channels, config.multiplier], bound, init));
-    if (config.bias) this.addParam('bias', uniformTensor([config.channels * config.multiplier], bound, init));
+    this.addParam('weight', uniformInit(init.rng, [kh, kw, config.channels, config.multiplier], bound));
+    if (config.bias) this.addParam('bias', uniformInit(init.rng, [config.channels * config.multiplier], bound));
   }
 
   forward(x: tf.Tensor, _ctx: RunContext): tf.Tensor {
     if (x.rank !== 4 || x.shape[3] !== this.config.channels) {
       throw new ConfigError(`depthwise-conv2d: expected an input [B, H, W, ${this.config.channels}], found ${shapeStr(x)}`);
     }
-    const b = this.config.bias ? this.param('bias').variable : undefined;
-    return depthwiseConv(x, this.param('weight').variable, b, { stride: pair(this.config.stride, 'stride'), padding: this.config.padding });
+    const wp = this.param('weight');
+    const bp = this.config.bias ? this.param('bias') : undefined;
+    return depthwiseConv2d(x, wp.variable, bp?.variable, {
+      stride: pair(this.config.stride, 'stride'),
+      padding: this.config.padding,
+      weightGrad: trains(wp),
+      biasGrad: bp !== undefined && trains(bp),
+    });
   }
 
   override flops(_x: tf.Tensor, y: tf.Tensor): FlopCount {
     const [kh, kw] = pair(this.config.kernelSize, 'kernelSize');
     const macs = kh * kw * y.size;
     const bias = this.config.bias ? y.size : 0;
+    const wTrain = trains(this.param('weight'));
+    const bTrain = this.config.bias && trains(this.param('bias'));
     // backward: dx (one correlation) + dW (one product and sum per tap) + db.
-    return { forward: 2 * macs + bias, backward: 4 * macs + bias };
+    return { forward: 2 * macs + bias, backward: 2 * macs + (wTrain ? 2 * macs : 0) + (bTrain ? bias : 0) };
   }
 }
 

@@ -31,7 +31,7 @@ describe('Embedding', () => {
     const w = emb.param('weight').variable;
     const ids = tf.tensor1d([3, 1, 3, 0, 3], 'int32');
     const r = tf.tensor(new Rng(3).normalArray(20), [5, 4]);
-    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(emb.call(ids, ctx), r)) as tf.Scalar, [w]);
+    const { grads } = tf.variableGrads(() => tf.sum<tf.Scalar>(tf.mul(emb.call(ids, ctx), r)), [w]);
     const expected = tf.matMul(tf.oneHot(ids, 5), r, true, false);
     expect(tf.max(tf.abs(tf.sub(grads[w.name] as tf.Tensor, expected))).dataSync()[0]).toBeLessThan(1e-6);
   });
@@ -62,6 +62,6 @@ describe('Embedding', () => {
     expect(Array.from(again.param('weight').variable.dataSync())).toEqual(v);
     const clone = await cloneModel(emb);
     const ids = tf.tensor1d([5, 99, 0], 'int32');
-    expect(Array.from(clone.call(ids, ctx).dataSync())).toEqual(Array.from(emb.call(ids, ctx).dataSync()));
+    expect(Array.from((clone.call(ids, ctx) as tf.Tensor).dataSync())).toEqual(Array.from(emb.call(ids, ctx).dataSync()));
   });
 });

@@ -17,7 +17,7 @@ export function embeddingLookup(weight: tf.Tensor, ids: tf.Tensor): tf.Tensor {
   if (weight.rank !== 2) throw new ConfigError(`embedding: expected a weight [num, dim], found [${weight.shape.join(', ')}]`);
   const [num, dim] = weight.shape as [number, number];
   const idx = checkIds(ids, num);
-  const n = idx.shape[0] as number;
+  const n = idx.shape[0];
   const op = customOp(([w], save) => {
     save([idx]); // the ids may be gone by the backward (a temporary of the forward): keep them
     return {

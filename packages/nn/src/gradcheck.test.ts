@@ -16,7 +16,7 @@ function skewedMul(factor: number): (x: tf.Tensor, y: tf.Tensor) => tf.Tensor {
       value: tf.mul(x, y),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.mul(dy, saved[1] as tf.Tensor), tf.mul(tf.mul(dy, saved[0] as tf.Tensor), factor)],
     };
-  }) as (x: tf.Tensor, y: tf.Tensor) => tf.Tensor;
+  });
 }
 
 describe('gradCheck', () => {
@@ -26,8 +26,8 @@ describe('gradCheck', () => {
 
   it('passes a correct gradient and fails one that is 5% off, naming the tensor', () => {
     const inputs = [randn([3, 4], 1), randn([3, 4], 2)];
-    expect(gradCheck((x, y) => skewedMul(1)(x as tf.Tensor, y as tf.Tensor), inputs).ok).toBe(true);
-    const bad = gradCheck((x, y) => skewedMul(1.05)(x as tf.Tensor, y as tf.Tensor), inputs);
+    expect(gradCheck((x, y) => skewedMul(1)(x, y), inputs).ok).toBe(true);
+    const bad = gradCheck((x, y) => skewedMul(1.05)(x, y), inputs);
     expect(bad.ok).toBe(false);
     expect(bad.worst.find((e) => e.ratio > 1)?.tensor).toBe('input 1');
     expect(bad.worst.find((e) => e.tensor === 'input 0')?.ratio).toBeLessThanOrEqual(1);
@@ -36,7 +36,7 @@ describe('gradCheck', () => {
   it('checks closure variables given as params, and restores them', () => {
     const w = tf.variable(randn([4], 3));
     const before = Array.from(w.dataSync());
-    const res = gradCheck((x) => tf.mul(tf.sin(x as tf.Tensor), w), [randn([2, 4], 4)], { params: [w], samples: 4 });
+    const res = gradCheck((x) => tf.mul(tf.sin(x), w), [randn([2, 4], 4)], { params: [w], samples: 4 });
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
     expect(res.worst.map((e) => e.tensor)).toEqual(['input 0', `param ${w.name}`]);
     expect(res.checked).toBe(8);
@@ -44,7 +44,7 @@ describe('gradCheck', () => {
   });
 
   it('rejects non-float inputs', () => {
-    expect(() => gradCheck((x) => x as tf.Tensor, [tf.tensor1d([1], 'int32')])).toThrow(/float32 inputs/);
+    expect(() => gradCheck((x) => x, [tf.tensor1d([1], 'int32')])).toThrow(/float32 inputs/);
   });
 });
 
@@ -58,7 +58,7 @@ describe('compareBackends', () => {
   });
 
   it('detects a computation that differs between backends, in the output and in the gradient', async () => {
-    const res = await compareBackends((x) => tf.mul(x as tf.Tensor, tf.getBackend() === 'wasm' ? 1.01 : 1), () => [randn([10], 6)]);
+    const res = await compareBackends((x) => tf.mul(x, tf.getBackend() === 'wasm' ? 1.01 : 1), () => [randn([10], 6)]);
     expect(res.ok).toBe(false);
     expect(res.ratios['output']).toBeGreaterThan(1);
     expect(res.ratios['grad input 0']).toBeGreaterThan(1);

@@ -40,14 +40,14 @@ describe('Linear', () => {
 
   it('has gradients w.r.t. input, weight and bias that match finite differences', () => {
     const lin = new Linear({ inFeatures: 4, outFeatures: 3 }, { rng: new Rng(3) });
-    const res = gradCheck((x) => lin.call(x as tf.Tensor, ctx), [randn([2, 3, 4], 4)], { params: [lin.weight, lin.bias as tf.Variable] });
+    const res = gradCheck((x) => lin.call(x, ctx), [randn([2, 3, 4], 4)], { params: [lin.weight, lin.bias as tf.Variable] });
     expect(res.worst).toHaveLength(3);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
   });
 
   it('matches between cpu and wasm, forward and gradients', async () => {
     const lin = new Linear({ inFeatures: 24, outFeatures: 10 }, { rng: new Rng(5) });
-    const res = await compareBackends((x) => lin.call(x as tf.Tensor, ctx), () => [randn([3, 7, 24], 6)], { params: [lin.weight, lin.bias as tf.Variable] });
+    const res = await compareBackends((x) => lin.call(x, ctx), () => [randn([3, 7, 24], 6)], { params: [lin.weight, lin.bias as tf.Variable] });
     expect(res.ok, JSON.stringify(res.ratios)).toBe(true);
   });
 
@@ -60,8 +60,8 @@ describe('Linear', () => {
     expect(lin.flops(x).backward).toBe(2 * 5 * 4 * 6 + 5 * 6);
     // the frozen weight is no input of the op: no path from it to the output
     expect(() => tf.grads(() => tf.sum(lin.call(x, ctx)))([lin.weight])).toThrow();
-    const [gb] = tf.grads((b) => tf.sum(tf.add(tf.matMul(x, lin.weight), b as tf.Tensor)))([lin.bias as tf.Tensor]);
-    const { grads } = tf.variableGrads(() => tf.sum(lin.call(x, ctx)) as tf.Scalar, [lin.bias as tf.Variable]);
+    const [gb] = tf.grads((b) => tf.sum(tf.add(tf.matMul(x, lin.weight), b)))([lin.bias as tf.Tensor]);
+    const { grads } = tf.variableGrads(() => tf.sum<tf.Scalar>(lin.call(x, ctx)), [lin.bias as tf.Variable]);
     expect(Array.from((grads[(lin.bias as tf.Variable).name] as tf.Tensor).dataSync())).toEqual(Array.from((gb as tf.Tensor).dataSync()));
   });
 
@@ -74,7 +74,7 @@ describe('Linear', () => {
     expect(Array.from((rebuilt as Linear).weight.dataSync())).toEqual(Array.from(lin.weight.dataSync()));
     const clone = await cloneModel(lin);
     const x = randn([4, 3], 12);
-    expect(Array.from(clone.call(x, ctx).dataSync())).toEqual(Array.from(lin.call(x, ctx).dataSync()));
+    expect(Array.from((clone.call(x, ctx) as tf.Tensor).dataSync())).toEqual(Array.from(lin.call(x, ctx).dataSync()));
   });
 
   it('rejects bad configs and inputs with what it expected', () => {

@@ -1,7 +1,7 @@
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
 import { dense } from './ops/dense.js';
-import { boolOr, positiveInt, toRows, trains, uniformInit } from './util.js';
+import { boolOr, checkFeatures, positiveInt, trains, uniformInit } from './util.js';
 
 export interface LinearConfig extends JsonObject {
   inFeatures: number;
@@ -40,10 +40,8 @@ export class Linear extends Module<tf.Tensor, tf.Tensor, LinearConfig> {
   }
 
   forward(x: tf.Tensor, _ctx: RunContext): tf.Tensor {
-    const { inFeatures, outFeatures } = this.config;
-    const rows = toRows(x, inFeatures, 'linear');
-    const y = dense(rows, this.weight, this.bias, { weightGrad: trains(this.param('weight')), biasGrad: this.config.bias && trains(this.param('bias')) });
-    return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outFeatures]);
+    checkFeatures(x, this.config.inFeatures, 'linear');
+    return dense(x, this.weight, this.bias, { weightGrad: trains(this.param('weight')), biasGrad: this.config.bias && trains(this.param('bias')) });
   }
 
   override flops(x: tf.Tensor): FlopCount {

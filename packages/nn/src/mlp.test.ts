@@ -3,7 +3,7 @@ import { cloneModel, createRunContext, registry, Rng, useBackend } from '@leanpa
 import { beforeEach, describe, expect, it } from 'vitest';
 import { activation } from './activations.js';
 import { compareBackends, gradCheck } from './gradcheck.js';
-import { Linear } from './linear.js';
+import type { Linear } from './linear.js';
 import { Mlp, SwiGLU } from './mlp.js';
 
 function randn(shape: number[], seed: number): tf.Tensor {
@@ -32,14 +32,14 @@ describe('Mlp', () => {
 
   it('has gradients w.r.t. input and all four params that match finite differences', () => {
     const m = new Mlp({ inFeatures: 3, hiddenFeatures: 5, outFeatures: 2, act: 'silu' }, { rng: new Rng(3) });
-    const res = gradCheck((x) => m.call(x as tf.Tensor, ctx), [randn([4, 3], 4)], { params: vars(m) });
+    const res = gradCheck((x) => m.call(x, ctx), [randn([4, 3], 4)], { params: vars(m) });
     expect(res.worst).toHaveLength(5);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
   });
 
   it('matches between cpu and wasm, forward and gradients', async () => {
     const m = new Mlp({ inFeatures: 16, hiddenFeatures: 64 }, { rng: new Rng(5) });
-    const res = await compareBackends((x) => m.call(x as tf.Tensor, ctx), () => [randn([2, 5, 16], 6)], { params: vars(m) });
+    const res = await compareBackends((x) => m.call(x, ctx), () => [randn([2, 5, 16], 6)], { params: vars(m) });
     expect(res.ok, JSON.stringify(res.ratios)).toBe(true);
   });
 
@@ -59,7 +59,7 @@ describe('Mlp', () => {
     const clone = await cloneModel(m);
     expect(clone.config).toEqual(m.config);
     const x = randn([2, 3], 10);
-    expect(Array.from(clone.call(x, ctx).dataSync())).toEqual(Array.from(m.call(x, ctx).dataSync()));
+    expect(Array.from((clone.call(x, ctx) as tf.Tensor).dataSync())).toEqual(Array.from(m.call(x, ctx).dataSync()));
     expect(() => registry.create('mlp', { inFeatures: 2, hiddenFeatures: 2, act: 'tanh' }, { rng: new Rng(0) })).toThrow(/config.act to be one of/);
   });
 });
@@ -82,18 +82,18 @@ describe('SwiGLU', () => {
 
   it('has gradients w.r.t. input and every param that match finite differences', () => {
     const m = new SwiGLU({ dim: 3, hiddenFeatures: 4, act: 'gelu', bias: true }, { rng: new Rng(3) });
-    const res = gradCheck((x) => m.call(x as tf.Tensor, ctx), [randn([2, 2, 3], 4)], { params: vars(m) });
+    const res = gradCheck((x) => m.call(x, ctx), [randn([2, 2, 3], 4)], { params: vars(m) });
     expect(res.worst).toHaveLength(7);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
   });
 
   it('matches between cpu and wasm and round-trips through a save/load', async () => {
     const m = new SwiGLU({ dim: 12, hiddenFeatures: 32 }, { rng: new Rng(5) });
-    const res = await compareBackends((x) => m.call(x as tf.Tensor, ctx), () => [randn([7, 12], 6)], { params: vars(m) });
+    const res = await compareBackends((x) => m.call(x, ctx), () => [randn([7, 12], 6)], { params: vars(m) });
     expect(res.ok, JSON.stringify(res.ratios)).toBe(true);
     await useBackend('cpu');
     const clone = await cloneModel(m);
     const x = randn([2, 12], 7);
-    expect(Array.from(clone.call(x, ctx).dataSync())).toEqual(Array.from(m.call(x, ctx).dataSync()));
+    expect(Array.from((clone.call(x, ctx) as tf.Tensor).dataSync())).toEqual(Array.from(m.call(x, ctx).dataSync()));
   });
 });

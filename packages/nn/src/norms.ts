@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
 import { sumOverRows } from './ops/dense.js';
-import { boolOr, positiveInt, positiveOr, toRows, trains } from './util.js';
+import { boolOr, checkFeatures, positiveInt, positiveOr, trains } from './util.js';
 
 export interface LayerNormConfig extends JsonObject {
   dim: number;
@@ -26,19 +26,22 @@ interface NormParams {
 }
 
 /**
- * Normalisation over the last axis of x [rows, d] as one customGrad: `rms = false` gives LayerNorm
+ * Normalisation over the last axis of x [..., d] as one customGrad (leading axes folded inside): `rms = false` gives LayerNorm
  * ((x − μ)/σ), `rms = true` RMSNorm (x/rms(x)). Saves x̂ [rows, d] and 1/σ [rows, 1] and nothing else.
  * Gradients are row reductions (mean over the last axis for dx) and ones-vector products over the
  * rows for dγ, dβ: no `tile`, no axis-0 reduction (both slow on wasm).
  *   dx = (1/σ)·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ   (RMSNorm drops the mean(g) term)
  */
-function normRows(x: tf.Tensor2D, eps: number, rms: boolean, p: NormParams): tf.Tensor2D {
+function normRows(x: tf.Tensor, eps: number, rms: boolean, p: NormParams): tf.Tensor {
+  const shape = x.shape.slice();
+  const d = shape[shape.length - 1] as number;
+  const rows = x.size / d;
   const inputs: tf.Tensor[] = [x];
   if (p.gamma && p.gammaGrad) inputs.push(p.gamma);
   if (p.beta && p.betaGrad) inputs.push(p.beta);
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
-    const xi = args[0] as tf.Tensor2D;
+    const xi = tf.reshape(args[0] as tf.Tensor, [rows, d]);
     let xc: tf.Tensor = xi;
     if (!rms) xc = tf.sub(xi, tf.mean(xi, -1, true));
     const rstd = tf.rsqrt(tf.add(tf.mean(tf.mul(xc, xc), -1, true), eps));
@@ -48,13 +51,14 @@ function normRows(x: tf.Tensor2D, eps: number, rms: boolean, p: NormParams): tf.
     if (p.beta) y = tf.add(y, p.beta);
     save([xhat, rstd]);
     return {
-      value: y as tf.Tensor2D,
-      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      value: tf.reshape(y, shape),
+      gradFunc: (dyIn: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sr] = saved as [tf.Tensor2D, tf.Tensor2D];
+        const dy = tf.reshape(dyIn, [rows, d]);
         const g = p.gamma ? tf.mul(dy, p.gamma) : dy;
         let inner = tf.sub(g, tf.mul(sx, tf.mean(tf.mul(g, sx), -1, true)));
         if (!rms) inner = tf.sub(inner, tf.mean(g, -1, true));
-        const grads: tf.Tensor[] = [tf.mul(inner, sr)];
+        const grads: tf.Tensor[] = [tf.reshape(tf.mul(inner, sr), shape)];
         if (p.gamma && p.gammaGrad) grads.push(sumOverRows(tf.mul(dy, sx)));
         if (p.beta && p.betaGrad) grads.push(sumOverRows(dy));
         return grads;
@@ -89,13 +93,13 @@ export class LayerNorm extends Module<tf.Tensor, tf.Tensor, LayerNormConfig> {
 
   forward(x: tf.Tensor, _ctx: RunContext): tf.Tensor {
     const { dim, eps, affine, bias } = this.config;
-    const y = normRows(toRows(x, dim, 'layernorm'), eps, false, {
+    checkFeatures(x, dim, 'layernorm');
+    return normRows(x, eps, false, {
       gamma: affine ? this.param('weight').variable : undefined,
       beta: bias ? this.param('bias').variable : undefined,
       gammaGrad: affine && trains(this.param('weight')),
       betaGrad: bias && trains(this.param('bias')),
     });
-    return x.rank === 2 ? y : tf.reshape(y, x.shape);
   }
 
   override flops(x: tf.Tensor): FlopCount {
@@ -119,13 +123,13 @@ export class RMSNorm extends Module<tf.Tensor, tf.Tensor, RMSNormConfig> {
 
   forward(x: tf.Tensor, _ctx: RunContext): tf.Tensor {
     const { dim, eps, affine } = this.config;
-    const y = normRows(toRows(x, dim, 'rmsnorm'), eps, true, {
+    checkFeatures(x, dim, 'rmsnorm');
+    return normRows(x, eps, true, {
       gamma: affine ? this.param('weight').variable : undefined,
       beta: undefined,
       gammaGrad: affine && trains(this.param('weight')),
       betaGrad: false,
     });
-    return x.rank === 2 ? y : tf.reshape(y, x.shape);
   }
 
   override flops(x: tf.Tensor): FlopCount {

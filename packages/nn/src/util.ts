@@ -43,13 +43,12 @@ export function uniformInit(rng: Rng, shape: number[], bound: number): tf.Tensor
   return tf.tensor(data, shape, 'float32');
 }
 
-/** Folds every leading axis of `x` into rows: [..., f] → [rows, f]. */
-export function toRows(x: tf.Tensor, features: number, kind: string): tf.Tensor2D {
+/** Checks that `x` has rank ≥ 2 and `features` on its last axis. */
+export function checkFeatures(x: tf.Tensor, features: number, kind: string): void {
   if (x.rank < 2) throw new ConfigError(`${kind}: expected an input of rank >= 2 [..., ${features}], found [${x.shape.join(', ')}]`);
   if (x.shape[x.rank - 1] !== features) {
     throw new ConfigError(`${kind}: expected the last axis of the input to be ${features}, found [${x.shape.join(', ')}]`);
   }
-  return x.rank === 2 ? (x as tf.Tensor2D) : tf.reshape(x, [-1, features]);
 }
 
 export interface CustomOpResult<T extends tf.Tensor> {

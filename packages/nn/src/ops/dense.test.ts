@@ -26,8 +26,18 @@ describe('dense', () => {
     expect(maxAbsDiff(dense(x, w), tf.matMul(x, w))).toBeLessThan(1e-6);
   });
 
+  it('folds the leading axes of a rank-3 input into rows, forward and gradient', () => {
+    const x = randn([2, 3, 4], 30);
+    const w = randn([4, 5], 31);
+    const y = dense(x, w);
+    expect(y.shape).toEqual([2, 3, 5]);
+    expect(maxAbsDiff(tf.reshape(y, [6, 5]), tf.matMul(tf.reshape(x, [6, 4]), w))).toBeLessThan(1e-6);
+    const res = gradCheck((a, b) => dense(a, b), [x, w]);
+    expect(res.ok, JSON.stringify(res.worst)).toBe(true);
+  });
+
   it('has gradients that match finite differences for x, W and b', () => {
-    const res = gradCheck((x, w, b) => dense(x as tf.Tensor, w as tf.Tensor, b), [randn([6, 4], 1), randn([4, 5], 2), randn([5], 3)]);
+    const res = gradCheck((x, w, b) => dense(x, w, b), [randn([6, 4], 1), randn([4, 5], 2), randn([5], 3)]);
     expect(res.worst.map((e) => e.tensor)).toEqual(['input 0', 'input 1', 'input 2']);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
   });
@@ -37,8 +47,8 @@ describe('dense', () => {
     const w = randn([3, 6], 5);
     const b = randn([6], 6);
     const r = randn([7, 6], 7);
-    const ours = tf.grads((xx, ww, bb) => tf.sum(tf.mul(dense(xx as tf.Tensor, ww as tf.Tensor, bb), r)))([x, w, b]);
-    const stock = tf.grads((xx, ww, bb) => tf.sum(tf.mul(tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D), bb as tf.Tensor), r)))([x, w, b]);
+    const ours = tf.grads((xx, ww, bb) => tf.sum(tf.mul(dense(xx, ww, bb), r)))([x, w, b]);
+    const stock = tf.grads((xx, ww, bb) => tf.sum(tf.mul(tf.add(tf.matMul(xx as tf.Tensor2D, ww as tf.Tensor2D), bb), r)))([x, w, b]);
     ours.forEach((g, i) => expect(maxAbsDiff(g, stock[i] as tf.Tensor)).toBeLessThan(1e-5));
   });
 
@@ -51,7 +61,7 @@ describe('dense', () => {
       const x = randn([5, i], 8);
       const w = randn([i, o], 9);
       const r = randn([5, o], 10);
-      const [gw] = tf.grads((ww) => tf.sum(tf.mul(dense(x, ww as tf.Tensor), r)))([w]);
+      const [gw] = tf.grads((ww) => tf.sum(tf.mul(dense(x, ww), r)))([w]);
       expect(maxAbsDiff(gw as tf.Tensor, tf.matMul(x, r, true, false))).toBeLessThan(1e-5);
     }
   });
@@ -60,10 +70,10 @@ describe('dense', () => {
     const x = randn([4, 3], 11);
     const w = tf.variable(randn([3, 2], 12), false);
     const r = randn([4, 2], 13);
-    const [gx] = tf.grads((xx) => tf.sum(tf.mul(dense(xx as tf.Tensor, w), r)))([x]);
+    const [gx] = tf.grads((xx) => tf.sum(tf.mul(dense(xx, w), r)))([x]);
     expect(maxAbsDiff(gx as tf.Tensor, tf.matMul(r, w, false, true))).toBeLessThan(1e-5);
     // the frozen weight is not an input of the op: asking for its gradient finds no path
-    expect(() => tf.grads((ww) => tf.sum(dense(x, ww as tf.Tensor, null, { weightGrad: false })))([w])).toThrow();
+    expect(() => tf.grads((ww) => tf.sum(dense(x, ww, null, { weightGrad: false })))([w])).toThrow();
   });
 
   it('trains through a weight that is a temporary of the forward (saved, not read by closure) on wasm', async () => {
@@ -72,19 +82,20 @@ describe('dense', () => {
     const x = randn([5, 3], 21);
     const r = randn([5, 4], 22);
     // W = vᵀ is created inside the taped function and disposed when its forward ends
-    const { grads } = tf.variableGrads(() => tf.sum(tf.mul(dense(x, tf.transpose(v)), r)) as tf.Scalar, [v]);
+    const { grads } = tf.variableGrads(() => tf.sum<tf.Scalar>(tf.mul(dense(x, tf.transpose(v)), r)), [v]);
     expect(maxAbsDiff(grads[v.name] as tf.Tensor, tf.matMul(r, x, true, false))).toBeLessThan(1e-5);
   });
 
   it('rejects mismatched shapes with what it expected', () => {
     expect(() => dense(tf.zeros([2, 3]), tf.zeros([4, 5]))).toThrow(/x has 3 features, W expects 4/);
     expect(() => dense(tf.zeros([2, 3]), tf.zeros([3, 5]), tf.zeros([4]))).toThrow(/bias of shape \[5\]/);
-    expect(() => dense(tf.zeros([2, 2, 3]), tf.zeros([3, 5]))).toThrow(/rank 2/);
+    const rank1: tf.Tensor = tf.zeros([3]);
+    expect(() => dense(rank1, tf.zeros([3, 5]))).toThrow(/rank >= 2/);
   });
 
   it('matches between cpu and wasm, forward and gradients', async () => {
     const res = await compareBackends(
-      (x, w, b) => dense(x as tf.Tensor, w as tf.Tensor, b),
+      (x, w, b) => dense(x, w, b),
       () => [randn([33, 17], 1), randn([17, 9], 2), randn([9], 3)],
     );
     expect(res.ok, JSON.stringify(res.ratios)).toBe(true);
@@ -94,13 +105,13 @@ describe('dense', () => {
 describe('matMul2d', () => {
   it('has gradients for both operands that match finite differences', async () => {
     await useBackend('cpu');
-    const res = gradCheck((a, b) => matMul2d(a as tf.Tensor, b as tf.Tensor), [randn([4, 5], 1), randn([5, 3], 2)]);
+    const res = gradCheck((a, b) => matMul2d(a, b), [randn([4, 5], 1), randn([5, 3], 2)]);
     expect(res.ok, JSON.stringify(res.worst)).toBe(true);
     expect(res.worst).toHaveLength(2);
   });
 
   it('matches between cpu and wasm', async () => {
-    const res = await compareBackends((a, b) => matMul2d(a as tf.Tensor, b as tf.Tensor), () => [randn([20, 30], 1), randn([30, 7], 2)]);
+    const res = await compareBackends((a, b) => matMul2d(a, b), () => [randn([20, 30], 1), randn([30, 7], 2)]);
     expect(res.ok, JSON.stringify(res.ratios)).toBe(true);
   });
 });
@@ -135,7 +146,7 @@ describe('wasm kernels', () => {
   it('splitRows is differentiable (its gradient concatenates) and rejects uneven splits', () => {
     const x = randn([6, 2], 2);
     const r = randn([6, 2], 3);
-    const [g] = tf.grads((xx) => tf.addN(splitRows(xx as tf.Tensor, 3).map((p, i) => tf.sum(tf.mul(p, tf.slice(r, [2 * i, 0], [2, 2]))))))([x]);
+    const [g] = tf.grads((xx) => tf.addN(splitRows(xx, 3).map((p, i) => tf.sum(tf.mul(p, tf.slice(r, [2 * i, 0], [2, 2]))))))([x]);
     expect(maxAbsDiff(g as tf.Tensor, r)).toBe(0);
     expect(() => splitRows(x, 4)).toThrow(/divisible into 4/);
   });
@@ -164,7 +175,7 @@ describe('wasm kernels', () => {
   it('transposeLast2 is differentiable', () => {
     const x = randn([3, 4], 5);
     const r = randn([4, 3], 6);
-    const [g] = tf.grads((xx) => tf.sum(tf.mul(transposeLast2(xx as tf.Tensor), r)))([x]);
+    const [g] = tf.grads((xx) => tf.sum(tf.mul(transposeLast2(xx), r)))([x]);
     expect(maxAbsDiff(g as tf.Tensor, tf.transpose(r))).toBe(0);
   });
 
@@ -191,7 +202,7 @@ describe('useFastMatMulGradient', () => {
       const b = randn(c.b, seed + 1);
       const outShape = tf.matMul(a, b, c.ta, c.tb).shape;
       const r = randn(outShape, seed + 2);
-      return tf.grads((aa, bb) => tf.sum(tf.mul(tf.matMul(aa as tf.Tensor, bb as tf.Tensor, c.ta, c.tb), r)))([a, b]);
+      return tf.grads((aa, bb) => tf.sum(tf.mul(tf.matMul(aa, bb, c.ta, c.tb), r)))([a, b]);
     };
     const stock = cases.map((c, i) => run(c, 10 * i));
     expect(useFastMatMulGradient()).toBe(true);
@@ -203,7 +214,7 @@ describe('useFastMatMulGradient', () => {
     // broadcast batch: a [3, 2, 4] · b [1, 4, 5] → b's gradient sums over the batch
     const a = randn([3, 2, 4], 90);
     const b = randn([1, 4, 5], 91);
-    const [, gb] = tf.grads((aa, bb) => tf.sum(tf.matMul(aa as tf.Tensor, bb as tf.Tensor)))([a, b]);
+    const [, gb] = tf.grads((aa, bb) => tf.sum(tf.matMul(aa, bb)))([a, b]);
     expect((gb as tf.Tensor).shape).toEqual([1, 4, 5]);
     const expected = tf.sum(tf.matMul(a, tf.ones([3, 2, 5]), true, false), 0, true);
     expect(maxAbsDiff(gb as tf.Tensor, expected)).toBeLessThan(1e-5);

@@ -4,19 +4,21 @@
  * tfjs-wasm runs matMul at 22–30 GFLOP/s with both transpose flags off and at 1.2–2.4 GFLOP/s with
  * either flag set (runtime-notes §2b). tfjs's stock MatMul gradient (`dy·Bᵀ` as
  * `matMul(dy, b, false, true)`, `Aᵀ·dy` as `matMul(a, dy, true, false)`) therefore runs ~15× slower
- * than the forward. Every product here transposes explicitly (a rank-2 transpose is a cheap copy)
- * and then calls matMul with no flags.
+ * than the forward. Every product here transposes explicitly (`transposeLast2`) and then calls
+ * matMul with no flags.
  *
- * - `dense(x, w, b?)`: `x·W + b` for activations `x` [rows, in] and weights `W` [in, out] as one
- *   `tf.customGrad`. Weights are read back through the closure in the gradient, never `save`d
- *   (a saved tensor is a full copy on wasm); frozen weights (a `tf.Variable` with
- *   `trainable = false`, or `weightGrad: false`) are not inputs at all, so no weight gradient is
+ * - `dense(x, w, b?)`: `x·W + b` for activations `x` [..., in] and weights `W` [in, out] as one
+ *   `tf.customGrad`. Weights held in a tf.Variable are read back through the closure in the
+ *   gradient, never `save`d (a saved tensor is a full copy on wasm); frozen weights (a `tf.Variable`
+ *   with `trainable = false`, or `weightGrad: false`) are not inputs at all, so no weight gradient is
  *   computed for them.
  * - `matMul2d(a, b)`: `a·b` for two activations that both need gradients (attention products,
  *   im2col convolutions).
  * - `useFastMatMulGradient()`: re-registers the global BatchMatMul gradient with the same flag-free
  *   formulation, for code that calls `tf.matMul` directly (see its comment for why this is opt-in).
  * - `splitRows(x, n)`: `tf.split(x, n, 0)` without wasm's per-slice cost (see its comment).
+ * - `transposeLast2`, `sumOverRows`, `reshapeNoSave`, `addNoSave`: the wasm-friendly pieces the
+ *   layers are built from.
  */
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError } from '@leanpass/core';
@@ -35,7 +37,7 @@ export function transposeLast2(t: tf.Tensor): tf.Tensor {
   const r = t.rank;
   if (r < 2) throw new ConfigError(`transposeLast2: expected a tensor of rank >= 2, found rank ${r} [${t.shape.join(', ')}]`);
   if (tf.getBackend() === 'wasm' && t.dtype !== 'string' && t.dtype !== 'complex64') {
-    return tf.engine().runKernel(TRANSPOSE_LAST2_KERNEL, { x: t }, {}) as tf.Tensor;
+    return tf.engine().runKernel<tf.Tensor>(TRANSPOSE_LAST2_KERNEL, { x: t }, {});
   }
   if (r === 2) return tf.transpose(t, [1, 0]);
   const perm = [...Array(r).keys()];
@@ -48,11 +50,7 @@ function shapeStr(t: tf.Tensor): string {
   return `[${t.shape.join(', ')}]`;
 }
 
-/**
- * `x·W (+ b)` for x [rows, in], W [in, out] (weights stored input-major so the forward is a flag-free
- * matMul), b [out]. Gradients: dx = dy·Wᵀ, dW = xᵀ·dy, db = Σ_rows dy — all flag-free 2-D products.
- * Only `x` is saved for the backward.
- */
+/** Options of `dense`. */
 export interface DenseOptions {
   /** Compute W's gradient (default: unless W is a non-trainable tf.Variable). */
   weightGrad?: boolean;
@@ -60,42 +58,56 @@ export interface DenseOptions {
   biasGrad?: boolean;
 }
 
-export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null, opts: DenseOptions = {}): tf.Tensor2D {
-  if (x.rank !== 2) throw new ConfigError(`dense: expected x of rank 2 [rows, in], found ${shapeStr(x)}`);
+/**
+ * `x·W (+ b)` over the last axis: x [..., in] (every leading axis is folded into rows inside the op,
+ * so no taped reshape copies x), W [in, out] (stored input-major so the forward is a flag-free
+ * matMul), b [out]. Gradients: dx = dy·Wᵀ, dW = xᵀ·dy, db = Σ_rows dy (a ones-vector product) — all
+ * flag-free 2-D products. Only `x` is saved for the backward (and only when W needs a gradient);
+ * W itself is saved only when it is not a tf.Variable.
+ */
+export function dense(x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor | null, opts?: DenseOptions): tf.Tensor2D;
+export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null, opts?: DenseOptions): tf.Tensor;
+export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null, opts: DenseOptions = {}): tf.Tensor {
   if (w.rank !== 2) throw new ConfigError(`dense: expected W of rank 2 [in, out], found ${shapeStr(w)}`);
-  if (x.shape[1] !== w.shape[0]) {
-    throw new ConfigError(`dense: x ${shapeStr(x)} and W ${shapeStr(w)} disagree: x has ${x.shape[1]} features, W expects ${w.shape[0]}`);
+  const [inF, outF] = w.shape as [number, number];
+  if (x.rank < 2) throw new ConfigError(`dense: expected x of rank >= 2 [..., ${inF}], found ${shapeStr(x)}`);
+  if (x.shape[x.rank - 1] !== inF) {
+    throw new ConfigError(`dense: x ${shapeStr(x)} and W ${shapeStr(w)} disagree: x has ${x.shape[x.rank - 1]} features, W expects ${inF}`);
   }
-  if (b && (b.rank !== 1 || b.shape[0] !== w.shape[1])) {
-    throw new ConfigError(`dense: expected bias of shape [${w.shape[1]}], found ${shapeStr(b)}`);
+  if (b && (b.rank !== 1 || b.shape[0] !== outF)) {
+    throw new ConfigError(`dense: expected bias of shape [${outF}], found ${shapeStr(b)}`);
   }
-  const x2 = x as tf.Tensor2D;
+  const xShape = x.shape.slice();
+  const rows = x.size / inF;
+  const outShape = [...xShape.slice(0, -1), outF];
   const w2 = w as tf.Tensor2D;
   const bias = b ?? undefined;
   const wGrad = opts.weightGrad ?? !isFrozen(w);
   const bGrad = bias !== undefined && (opts.biasGrad ?? !isFrozen(bias));
-  const inputs: tf.Tensor[] = [x2];
+  const inputs: tf.Tensor[] = [x];
   if (wGrad) inputs.push(w2);
   if (bGrad) inputs.push(bias);
-
   // Weights held in a tf.Variable outlive the forward and are read through the closure; any other W
   // (a temporary of the caller's forward) is disposed before the backward runs, so it is saved.
   const wByClosure = w instanceof tf.Variable;
+
   const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
-    const xi = args[0] as tf.Tensor2D;
-    const value = bias ? tf.add(tf.matMul(xi, w2), bias) : tf.matMul(xi, w2);
+    const xi = (x.rank === 2 ? args[0] : tf.reshape(args[0] as tf.Tensor, [rows, inF])) as tf.Tensor2D;
+    const y = bias ? tf.fused.matMul({ a: xi, b: w2, bias }) : tf.matMul(xi, w2);
     const keep: tf.Tensor[] = [];
     if (wGrad) keep.push(xi);
     if (!wByClosure) keep.push(w2);
     save(keep);
     return {
-      value: value as tf.Tensor2D,
-      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      value: x.rank === 2 ? y : tf.reshape(y, outShape),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const dy2 = (dy.rank === 2 ? dy : tf.reshape(dy, [rows, outF])) as tf.Tensor2D;
         const wb = wByClosure ? w2 : (saved[saved.length - 1] as tf.Tensor2D);
-        const grads: tf.Tensor[] = [tf.matMul(dy, transposeLast2(wb) as tf.Tensor2D)];
-        if (wGrad) grads.push(weightGrad(saved[0] as tf.Tensor2D, dy));
-        if (bGrad) grads.push(sumOverRows(dy));
+        const dx = tf.matMul(dy2, transposeLast2(wb));
+        const grads: tf.Tensor[] = [x.rank === 2 ? dx : tf.reshape(dx, xShape)];
+        if (wGrad) grads.push(weightGrad(saved[0] as tf.Tensor2D, dy2));
+        if (bGrad) grads.push(sumOverRows(dy2));
         return grads;
       },
     };
@@ -104,12 +116,39 @@ export function dense(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null, opts: De
 }
 
 /**
+ * `tf.reshape` whose gradient saves nothing. tfjs's Reshape gradient saves its input (only to read
+ * its shape), and a saved tensor is a full copy on wasm: every taped reshape copies the tensor and
+ * keeps the copy until the whole backward ends. This one keeps the shape as numbers.
+ */
+export function reshapeNoSave(x: tf.Tensor, shape: number[]): tf.Tensor {
+  const from = x.shape.slice();
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => ({
+    value: tf.reshape(args[0] as tf.Tensor, shape),
+    gradFunc: (dy: tf.Tensor) => tf.reshape(dy, from),
+  }));
+  return op(x);
+}
+
+/**
+ * a + b for tensors of the same shape (residual connections) whose gradient saves nothing (tfjs's
+ * Add gradient saves both inputs: two full copies on wasm).
+ */
+export function addNoSave(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  if (a.shape.join() !== b.shape.join()) throw new ConfigError(`addNoSave: expected equal shapes, found ${shapeStr(a)} and ${shapeStr(b)}`);
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => ({
+    value: tf.add(args[0] as tf.Tensor, args[1] as tf.Tensor),
+    gradFunc: (dy: tf.Tensor) => [dy, dy],
+  }));
+  return op(a, b);
+}
+
+/**
  * xᵀ·dy for x [rows, in], dy [rows, out], transposing whichever of the two is narrower: either
  * xᵀ·dy directly, or (dyᵀ·x)ᵀ, whose final transpose is only weight-sized.
  */
 function weightGrad(x: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor2D {
-  if (x.shape[1] <= dy.shape[1]) return tf.matMul(transposeLast2(x) as tf.Tensor2D, dy);
-  return transposeLast2(tf.matMul(transposeLast2(dy) as tf.Tensor2D, x)) as tf.Tensor2D;
+  if (x.shape[1] <= dy.shape[1]) return tf.matMul(transposeLast2(x), dy);
+  return transposeLast2(tf.matMul(transposeLast2(dy), x)) as tf.Tensor2D;
 }
 
 /**
@@ -124,11 +163,11 @@ export function matMul2d(a: tf.Tensor, b: tf.Tensor): tf.Tensor2D {
     const [ai, bi, save] = args as [tf.Tensor, tf.Tensor, tf.GradSaveFunc];
     save([ai, bi]);
     return {
-      value: tf.matMul(ai as tf.Tensor2D, bi as tf.Tensor2D) as tf.Tensor,
+      value: tf.matMul<tf.Tensor>(ai, bi),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
         const d2 = dy as tf.Tensor2D;
-        return [tf.matMul(d2, transposeLast2(sb) as tf.Tensor2D), weightGrad(sa, d2)];
+        return [tf.matMul(d2, transposeLast2(sb)), weightGrad(sa, d2)];
       },
     };
   });
@@ -147,14 +186,14 @@ let fastMatMulGradRegistered = false;
  * Re-registers tfjs's global `BatchMatMul` gradient with explicit transposes and flag-free matMuls,
  * and returns whether this call changed the registration.
  *
- * Why opt-in and not at import: the leanpass layers never rely on it (`dense` and `matMul2d` carry
- * their own gradients), and replacing a kernel gradient is a process-wide side effect on every other
- * tfjs user in the process. Code that calls `tf.matMul` directly and trains on wasm (a model's own
- * products, a pass's projection) should call it once at start-up: measured in
- * `tools/bench`/`tmp` timings on wasm, a [2048,128]·[128,512] product's backward went from ~15× the
- * forward to ~2×. Rank-3 (batched) products keep the batched kernel (~2 GFLOP/s on wasm whatever the
- * flags) but lose the transposed-kernel penalty. Gradients of broadcast batch dimensions are summed
- * back (the stock gradient does not reduce them).
+ * Why opt-in and not at import: the leanpass layers never rely on it (`dense`, `matMul2d` and the
+ * attention core carry their own gradients), and replacing a kernel's gradient is a process-wide side
+ * effect on every other tfjs user in the process. Code that calls `tf.matMul` directly and trains on
+ * wasm (a model's own products, a pass's projection) should call it once at start-up. Measured on
+ * wasm (2-core x86, Node 20, interleaved in one process): `tf.matMul` [2048,128]·[128,512]
+ * forward + backward 357 ms with the stock gradient, 48 ms with this one; a batched q·kᵀ
+ * [32,4,64,32] product gains nothing (48 vs 49 ms: the batched kernel is slow whatever the flags).
+ * Gradients of broadcast batch dimensions are summed back (the stock gradient does not reduce them).
  */
 export function useFastMatMulGradient(): boolean {
   if (fastMatMulGradRegistered) return false;

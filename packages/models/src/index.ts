@@ -1,0 +1,2 @@
+export * from './llama/index.js';
+export * from './vit/index.js';

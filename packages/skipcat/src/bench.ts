@@ -1,0 +1,377 @@
+/**
+ * `@leanpass/skipcat/bench`: the benchmark and the demo (core's PassPackage contract).
+ *
+ * Quality on the zoo's byte-level LLaMA-tiny (fortunes): per-byte perplexity on the test split and
+ * a 4-way continuation proxy, for dense and every method at 20 % and 40 % of the decoder linears'
+ * parameters removed, all calibrated on the same seeded train windows. Speed: batch-1 decode time
+ * per token (K/V cache) on the tiny host and on a SmolLM-135M-shaped model with seeded random
+ * weights (the compressed one built at the solved ranks with random factors: speed does not depend
+ * on the values). Scale: per-matrix decomposition times at SmolLM-135M shapes.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { lastValueFrom, tap } from 'rxjs';
+import {
+  ConfigError,
+  Rng,
+  cloneModel,
+  machineDescription,
+  type AnyModule,
+  type BenchOptions,
+  type BenchReport,
+  type BenchRow,
+  type CalibrationSource,
+  type JsonObject,
+  type JsonValue,
+  type PassReport,
+} from '@leanpass/core';
+// eslint-disable-next-line @nx/enforce-module-boundaries -- the bench needs a real corpus; library code (src/index.ts) never imports data
+import { corpusStream, createWindowSampler, loadFortunes, type TextCorpus } from '@leanpass/data';
+import { mat, type Mat } from '@leanpass/linalg';
+// eslint-disable-next-line @nx/enforce-module-boundaries -- the bench runs on the LLaMA host; library code (src/index.ts) never imports models
+import { bitsPerByte, continuationTask, createLlama, decodeLatency, multipleChoiceAccuracy, type LlamaConfigInput } from '@leanpass/models';
+// eslint-disable-next-line @nx/enforce-module-boundaries -- the bench loads the zoo checkpoint; library code (src/index.ts) never imports zoo
+import { loadZoo } from '@leanpass/zoo';
+import { skipSplit, solveRank, spectrum, truncate, type Method } from './math.js';
+import { CatSlice, LowRankLinear, type LowRankConfig } from './modules.js';
+import { PASS_NAME, PASS_VERSION, pass, planUnits, skipcatOptions, type SkipcatOptions } from './pass.js';
+
+export { pass } from './pass.js';
+
+/** SmolLM-135M's architecture (HF config): 30 layers, d 576, F 1536, 9 heads / 3 KV heads, vocab 49152, tied. */
+export const SMOLLM_135M_SHAPE: LlamaConfigInput = {
+  vocab_size: 49152,
+  hidden_size: 576,
+  intermediate_size: 1536,
+  num_hidden_layers: 30,
+  num_attention_heads: 9,
+  num_key_value_heads: 3,
+  tie_word_embeddings: true,
+  rope_theta: 10000,
+  max_position_embeddings: 2048,
+};
+
+const METHOD_ORDER: readonly Method[] = ['svd', 'asvd', 'svd-llm', 'cat', 'skip', 'skipcat'];
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+/**
+ * Replaces the planned linears of `model` by SkipCat modules at the solved ranks with seeded random
+ * factors and random keep/rest splits (down's input permuted as the fold would). For speed
+ * measurements only: the function is not an approximation of anything.
+ */
+export function compressRandom(model: AnyModule, raw: Partial<SkipcatOptions>, seed: number): void {
+  const o = skipcatOptions.parse(raw);
+  const units = planUnits(model, o);
+  const rng = new Rng(seed);
+  for (const u of units) {
+    const M = u.members.reduce((a, m) => a + m.out, 0);
+    const r = u.rank;
+    let skip: LowRankConfig['skip'] = null;
+    if (u.skip) {
+      const perm = rng.permutation(u.n);
+      skip = { keep: perm.slice(0, r), rest: perm.slice(r), inputPermuted: u.inputPermuted };
+    }
+    const cfg: LowRankConfig = {
+      inFeatures: u.n,
+      outs: u.members.map((m) => m.out),
+      names: u.members.map((m) => m.name),
+      rank: r,
+      bias: false,
+      group: u.members.length > 1 ? u.key : null,
+      skip,
+      outputPerms: u.members.map(() => null),
+      method: o.method,
+    };
+    const aRows = u.skip ? u.n - r : u.n;
+    let head: LowRankLinear | undefined;
+    tf.tidy(() => {
+      head = new LowRankLinear(cfg, {
+        a: aRows > 0 ? tf.tensor2d(rng.normalArray(aRows * r, 1 / Math.sqrt(u.n)), [aRows, r]) : null,
+        b: tf.tensor2d(rng.normalArray(r * M, 1 / Math.sqrt(r)), [r, M]),
+      });
+    });
+    u.members.forEach((m, i) => {
+      const neu = i === 0 ? (head as LowRankLinear) : new CatSlice({ group: u.key, index: i, inFeatures: u.n, outFeatures: m.out });
+      model.replace(m.path, neu).dispose();
+    });
+  }
+}
+
+/** Linear-layer parameters (the decoder linears' weights) of a model. */
+function linearParams(model: AnyModule): number {
+  let n = 0;
+  for (const [path, m] of model.modules()) {
+    if (!/\.(attn|mlp)\.(q|k|v|o|gate|up|down)$/.test(path)) continue;
+    for (const [, p] of m.namedParams()) n += p.size;
+  }
+  return n;
+}
+
+interface Host {
+  model: AnyModule;
+  corpus: TextCorpus;
+  test: Uint8Array;
+  train: Uint8Array;
+}
+
+function calibrationSource(train: Uint8Array, windows: number, seed: number): CalibrationSource {
+  const batchSize = 16;
+  const sampler = createWindowSampler(train, { seqLength: 128, batchSize, seed });
+  const nBatches = Math.ceil(windows / batchSize);
+  return {
+    sampleCap: windows,
+    batches: async function* () {
+      for (let i = 0; i < nBatches; i++) {
+        await Promise.resolve();
+        const w = sampler.batch(i);
+        const t = tf.tensor2d(w.inputs, [batchSize, 128], 'int32');
+        try {
+          yield t;
+        } finally {
+          t.dispose();
+        }
+      }
+    },
+  };
+}
+
+interface Quality {
+  ppl: number;
+  bpb: number;
+  choice_acc: number;
+}
+
+function evaluate(model: AnyModule, host: Host, quick: boolean, seed: number, signal?: AbortSignal): Quality {
+  const bpb = bitsPerByte(model, host.test, { window: 128, batchSize: 16, maxWindows: quick ? 48 : 400, ...(signal ? { signal } : {}) });
+  const items = continuationTask(host.corpus.splits.test, { items: quick ? 40 : 200, seed });
+  const mc = multipleChoiceAccuracy(model, items, { window: 128, ...(signal ? { signal } : {}) });
+  return { ppl: bpb.perplexity, bpb: bpb.bitsPerByte, choice_acc: mc.accuracy };
+}
+
+async function compressHost(host: Host, method: Method, ratio: number, calWindows: number, seed: number, signal?: AbortSignal): Promise<{ model: AnyModule; report: PassReport; ms: number }> {
+  const model = await cloneModel(host.model);
+  const t0 = performance.now();
+  let report: PassReport | undefined;
+  try {
+    await lastValueFrom(
+      pass.apply(model, skipcatOptions.parse({ method, ratio }), { seed, backend: tf.getBackend(), calibration: calibrationSource(host.train, calWindows, seed), ...(signal ? { signal } : {}) }).pipe(
+        tap((e) => {
+          if (e.type === 'done') report = e.report;
+        }),
+      ),
+    );
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return { model, report: report as PassReport, ms: performance.now() - t0 };
+}
+
+async function loadHost(): Promise<Host> {
+  let model: AnyModule;
+  try {
+    model = await loadZoo('llama-tiny');
+  } catch (e) {
+    throw new ConfigError(`the SkipCat bench needs the zoo checkpoint llama-tiny (train it with tools/zoo/train-llama-tiny.ts): ${(e as Error).message}`);
+  }
+  const corpus = loadFortunes();
+  return { model, corpus, test: corpusStream(corpus, 'test'), train: corpusStream(corpus, 'train') };
+}
+
+/** Interleaved decode timing (dense, variant, dense, variant…): medians of per-token medians. */
+async function decodeRatio(dense: AnyModule, variant: AnyModule, tokens: number, rounds: number): Promise<{ dense: number; variant: number; ratio: number }> {
+  const d: number[] = [];
+  const v: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    d.push((await decodeLatency(dense, { tokens, warmup: 4 })).msPerToken);
+    v.push((await decodeLatency(variant, { tokens, warmup: 4 })).msPerToken);
+  }
+  const dm = median(d);
+  const vm = median(v);
+  return { dense: dm, variant: vm, ratio: vm / dm };
+}
+
+/** Decode ratio on a SmolLM-135M-shaped model with random weights at the solved ranks. */
+async function smollmDecode(opts: BenchOptions, layers: number, ratio: number): Promise<{ dense: number; variant: number; ratio: number; layers: number; params: { dense: number; compressed: number } }> {
+  const shape = { ...SMOLLM_135M_SHAPE, num_hidden_layers: layers };
+  const dense = createLlama(shape, { seed: opts.seed });
+  const comp = createLlama(shape, { seed: opts.seed });
+  try {
+    compressRandom(comp, { ratio, method: 'skipcat' }, opts.seed);
+    const r = await decodeRatio(dense, comp, opts.quick ? 16 : 32, opts.quick ? 2 : 3);
+    return { ...r, layers, params: { dense: linearParams(dense), compressed: linearParams(comp) } };
+  } finally {
+    dense.dispose();
+    comp.dispose();
+  }
+}
+
+/** Float64 timings of the decomposition of one SmolLM-135M layer (random weights, Gram from random rows). */
+export function decompositionTimes(seed: number): Array<{ unit: string; shape: string; ms: number }> {
+  const rng = new Rng(seed);
+  const d = 576;
+  const F = 1536;
+  const gram = (n: number): Mat => {
+    const g = tf.tidy(() => {
+      const x = tf.randomNormal([2 * n, n], 0, 1, 'float32', seed);
+      return tf.matMul(tf.transpose(x), x).dataSync();
+    });
+    return mat(n, n, Float64Array.from(g));
+  };
+  const cases: Array<{ unit: string; m: number; n: number }> = [
+    { unit: 'q+k+v (SkipCat)', m: d + 192 + 192, n: d },
+    { unit: 'o (Skip)', m: d, n: d },
+    { unit: 'gate+up (SkipCat)', m: 2 * F, n: d },
+    { unit: 'down (Skip)', m: d, n: F },
+  ];
+  const out: Array<{ unit: string; shape: string; ms: number }> = [];
+  for (const c of cases) {
+    const G = gram(c.n);
+    const W = mat(c.m, c.n, rng.normalArray(c.m * c.n));
+    const t0 = performance.now();
+    const sp = spectrum(W, G);
+    const r = solveRank(0.8, c.n, c.m, true);
+    skipSplit(truncate(W, sp, Math.min(r, sp.sigma.length)), 'strong');
+    out.push({ unit: c.unit, shape: `${c.m}×${c.n}`, ms: performance.now() - t0 });
+  }
+  return out;
+}
+
+function rowFor(label: string, options: JsonObject, q: Quality, cost: Record<string, number>, extra?: Record<string, JsonValue>): BenchRow {
+  const row: BenchRow = { label, options, quality: { ...q }, cost };
+  if (extra) row.extra = extra;
+  return row;
+}
+
+/** The full comparison (see the module comment). `quick`: fewer calibration/eval windows, fewer timing rounds. */
+export async function bench(opts: BenchOptions): Promise<BenchReport> {
+  const log = opts.log ?? ((): void => undefined);
+  const progress = opts.progress ?? ((): void => undefined);
+  const host = await loadHost();
+  const calWindows = opts.quick ? 32 : 128;
+  const rows: BenchRow[] = [];
+  const ppl: Record<string, number> = {};
+  const paramsRatio: Record<string, number> = {};
+  try {
+    progress(0, 'dense');
+    const dq = evaluate(host.model, host, opts.quick, opts.seed, opts.signal);
+    const denseLinear = linearParams(host.model);
+    rows.push(rowFor('dense', {}, dq, { params: denseLinear, params_model: host.model.paramCount() }));
+    ppl['dense'] = dq.ppl;
+    log(`dense: ppl ${dq.ppl.toFixed(4)} bpb ${dq.bpb.toFixed(4)} choice ${dq.choice_acc.toFixed(3)}`);
+    const configs = [0.2, 0.4].flatMap((ratio) => METHOD_ORDER.map((method) => ({ method, ratio })));
+    let tinyComp: AnyModule | undefined;
+    for (let i = 0; i < configs.length; i++) {
+      const { method, ratio } = configs[i] as { method: Method; ratio: number };
+      progress((0.7 * (i + 1)) / (configs.length + 1), `${method} ${ratio}`);
+      const { model, report, ms } = await compressHost(host, method, ratio, calWindows, opts.seed, opts.signal);
+      const q = evaluate(model, host, opts.quick, opts.seed, opts.signal);
+      const lp = linearParams(model);
+      const key = `${method}_${Math.round(ratio * 100)}`;
+      ppl[key] = q.ppl;
+      paramsRatio[key] = lp / denseLinear;
+      const units = (report.measured?.['units'] ?? []) as JsonObject[];
+      rows.push(
+        rowFor(`${method} ratio=${ratio}`, { method, ratio }, q, { params: lp, params_model: model.paramCount(), compress_ms: ms }, { ranks: units.map((u) => ({ path: u['path'] ?? null, rank: u['rank'] ?? null, members: u['members'] ?? null })) as JsonValue }),
+      );
+      log(`${method} ${ratio}: ppl ${q.ppl.toFixed(4)} params ${(lp / denseLinear).toFixed(4)} (${ms.toFixed(0)} ms)`);
+      if (method === 'skipcat' && ratio === 0.4) tinyComp = model;
+      else model.dispose();
+    }
+    progress(0.75, 'decode timing (tiny host)');
+    const tiny = await decodeRatio(host.model, tinyComp as AnyModule, opts.quick ? 24 : 64, opts.quick ? 2 : 3);
+    tinyComp?.dispose();
+    log(`tiny decode: dense ${tiny.dense.toFixed(3)} ms, skipcat 40 % ${tiny.variant.toFixed(3)} ms (${tiny.ratio.toFixed(3)})`);
+    const dense = rows[0] as BenchRow;
+    dense.cost.time_ms = tiny.dense;
+    const sc40 = rows.find((r) => r.label === 'skipcat ratio=0.4');
+    if (sc40) sc40.cost.time_ms = tiny.variant;
+    progress(0.8, 'decode timing (SmolLM-135M shape)');
+    const smol = await smollmDecode(opts, SMOLLM_135M_SHAPE.num_hidden_layers, 0.4);
+    log(`SmolLM-135M-shaped decode (${smol.layers} layers): dense ${smol.dense.toFixed(2)} ms, skipcat 40 % ${smol.variant.toFixed(2)} ms (${smol.ratio.toFixed(3)})`);
+    progress(0.9, 'decomposition timings');
+    const dec = decompositionTimes(opts.seed);
+    const perLayer = dec.reduce((a, b) => a + b.ms, 0);
+    const svdllm20 = (ppl['svd-llm_20'] as number) - (ppl['dense'] as number);
+    const summary: Record<string, number> = {
+      ppl_increase_ratio_vs_svdllm_20: ((ppl['skipcat_20'] as number) - (ppl['dense'] as number)) / svdllm20,
+      params_ratio_20: paramsRatio['skipcat_20'] as number,
+      decode_time_ratio_40: smol.ratio,
+      decode_time_ratio_40_tiny: tiny.ratio,
+      ppl_dense: ppl['dense'] as number,
+      ppl_skipcat_20: ppl['skipcat_20'] as number,
+      ppl_svdllm_20: ppl['svd-llm_20'] as number,
+      ppl_skipcat_40: ppl['skipcat_40'] as number,
+      ppl_svdllm_40: ppl['svd-llm_40'] as number,
+      params_ratio_40: paramsRatio['skipcat_40'] as number,
+    };
+    progress(1, 'done');
+    return {
+      pass: PASS_NAME,
+      version: PASS_VERSION,
+      host: 'zoo:llama-tiny',
+      backend: opts.backend,
+      machine: machineDescription(),
+      quick: opts.quick,
+      seed: opts.seed,
+      rows,
+      summary,
+      extra: {
+        calibration: { windows: calWindows, length: 128, split: 'train' },
+        eval: { split: 'test', windows: opts.quick ? 48 : 400, window: 128, choiceItems: opts.quick ? 40 : 200 },
+        decode_tiny_ms: { dense: tiny.dense, skipcat_40: tiny.variant },
+        decode_smollm_ms: { dense: smol.dense, skipcat_40: smol.variant, layers: smol.layers, note: 'SmolLM-135M shape, seeded random weights, whole model (tied head), batch 1, K/V cache' },
+        smollm_linear_params: smol.params,
+        decomposition_ms: dec,
+        decomposition_smollm_135m_estimate_s: (30 * perLayer) / 1000,
+      },
+    };
+  } finally {
+    host.model.dispose();
+  }
+}
+
+/** A short run: dense vs SkipCat at 20 % on LLaMA-tiny, with per-layer savings. */
+export async function demo(opts: BenchOptions): Promise<BenchReport> {
+  const host = await loadHost();
+  try {
+    opts.progress?.(0, 'dense');
+    const dq = evaluate(host.model, host, true, opts.seed, opts.signal);
+    const denseLinear = linearParams(host.model);
+    opts.progress?.(0.3, 'skipcat 20 %');
+    const { model, report, ms } = await compressHost(host, 'skipcat', 0.2, 32, opts.seed, opts.signal);
+    try {
+      const q = evaluate(model, host, true, opts.seed, opts.signal);
+      const lp = linearParams(model);
+      const units = (report.measured?.['units'] ?? []) as JsonObject[];
+      opts.progress?.(1, 'done');
+      return {
+        pass: PASS_NAME,
+        version: PASS_VERSION,
+        host: 'zoo:llama-tiny',
+        backend: opts.backend,
+        machine: machineDescription(),
+        quick: true,
+        seed: opts.seed,
+        rows: [rowFor('dense', {}, dq, { params: denseLinear }), rowFor('skipcat ratio=0.2', { method: 'skipcat', ratio: 0.2 }, q, { params: lp, compress_ms: ms })],
+        summary: { params_ratio_20: lp / denseLinear, ppl_dense: dq.ppl, ppl_skipcat_20: q.ppl },
+        extra: {
+          layers: units.map((u) => ({
+            path: u['path'] ?? '',
+            kind: (u['members'] as string[] | undefined)?.length === 1 ? 'skipcat.linear' : 'skipcat.cat',
+            before: { params: u['dense'] ?? 0 },
+            after: { params: u['params'] ?? 0, rank: u['rank'] ?? 0 },
+          })) as JsonValue,
+        },
+      };
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    host.model.dispose();
+  }
+}

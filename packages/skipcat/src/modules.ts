@@ -1,0 +1,313 @@
+import * as tf from '@tensorflow/tfjs';
+import { ConfigError, Module, type FlopCount, type JsonObject, type ModuleRegistry, type RunContext } from '@leanpass/core';
+
+/** How a factorised unit reads its input. */
+export interface SkipConfig extends JsonObject {
+  /** Input columns that pass straight through (the identity block), in the order of the factor's rows. */
+  keep: number[];
+  /** The other input columns, in the order of A′ᵀ's rows. */
+  rest: number[];
+  /**
+   * The input arrives already permuted as [x_keep | x_rest] (the permutation was folded into the
+   * layer that produces it), so the forward slices instead of gathering.
+   */
+  inputPermuted: boolean;
+}
+
+export interface LowRankConfig extends JsonObject {
+  inFeatures: number;
+  /** Output widths of the members (one for a plain linear; Q/K/V or gate/up for a Cat group). */
+  outs: number[];
+  /** Member names (children of the parent), in the order of `outs`. */
+  names: string[];
+  rank: number;
+  bias: boolean;
+  /** State key shared with the group's 'skipcat.slice' members; null for a single linear. */
+  group: string | null;
+  skip: SkipConfig | null;
+  /** Per member: the permutation baked into its output columns (column j = original column perm[j]), or null. */
+  outputPerms: Array<number[] | null>;
+  /** The method that built it (informational). */
+  method: string;
+}
+
+export interface SliceConfig extends JsonObject {
+  group: string;
+  /** Index of this member in the head's `outs`. */
+  index: number;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+interface GroupEntry {
+  dataId: object;
+  parts: tf.Tensor2D[];
+}
+
+function rowsOf(x: tf.Tensor, n: number, kind: string): { rows: tf.Tensor2D; lead: number[] } {
+  if (x.rank < 1 || x.shape[x.rank - 1] !== n) throw new ConfigError(`${kind}: expected input [..., ${n}], found [${x.shape.join(', ')}]`);
+  const lead = x.shape.slice(0, -1);
+  const rows: tf.Tensor2D = x.rank === 2 ? (x as tf.Tensor2D) : tf.reshape(x, [x.size / n, n]);
+  return { rows, lead };
+}
+
+function checkInt(kind: string, cfg: JsonObject, key: string, min: number): number {
+  const v = cfg[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new ConfigError(`${kind}: expected config.${key} to be an integer ≥ ${min}, found ${JSON.stringify(v)}`);
+  return v;
+}
+
+function checkIntArray(kind: string, v: unknown, what: string): number[] {
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0)) throw new ConfigError(`${kind}: expected ${what} to be an array of non-negative integers, found ${JSON.stringify(v)?.slice(0, 80)}`);
+  return v as number[];
+}
+
+/** Validates a LowRankConfig read from JSON. */
+export function parseLowRankConfig(kind: string, cfg: JsonObject): LowRankConfig {
+  const inFeatures = checkInt(kind, cfg, 'inFeatures', 1);
+  const rank = checkInt(kind, cfg, 'rank', 1);
+  const outs = checkIntArray(kind, cfg['outs'], 'config.outs');
+  if (outs.length === 0 || outs.some((o) => o < 1)) throw new ConfigError(`${kind}: expected config.outs to list at least one positive width, found ${JSON.stringify(outs)}`);
+  const names = cfg['names'];
+  if (!Array.isArray(names) || names.length !== outs.length || !names.every((n) => typeof n === 'string')) throw new ConfigError(`${kind}: expected config.names to be ${outs.length} strings, found ${JSON.stringify(names)}`);
+  const bias = cfg['bias'];
+  if (typeof bias !== 'boolean') throw new ConfigError(`${kind}: expected config.bias to be a boolean, found ${JSON.stringify(bias)}`);
+  const group = cfg['group'];
+  if (group !== null && typeof group !== 'string') throw new ConfigError(`${kind}: expected config.group to be a string or null, found ${JSON.stringify(group)}`);
+  if (outs.length > 1 && group === null) throw new ConfigError(`${kind}: a group of ${outs.length} members needs config.group`);
+  const total = outs.reduce((a, b) => a + b, 0);
+  if (rank > Math.min(inFeatures, total)) throw new ConfigError(`${kind}: rank ${rank} exceeds min(inFeatures ${inFeatures}, outputs ${total})`);
+  let skip: SkipConfig | null = null;
+  const sk = cfg['skip'];
+  if (sk !== null && sk !== undefined) {
+    if (typeof sk !== 'object' || Array.isArray(sk)) throw new ConfigError(`${kind}: expected config.skip to be null or {keep, rest, inputPermuted}, found ${JSON.stringify(sk)?.slice(0, 80)}`);
+    const keep = checkIntArray(kind, sk['keep'], 'config.skip.keep');
+    const rest = checkIntArray(kind, sk['rest'], 'config.skip.rest');
+    if (keep.length !== rank || keep.length + rest.length !== inFeatures) throw new ConfigError(`${kind}: expected ${rank} kept and ${inFeatures - rank} rest columns, found ${keep.length} and ${rest.length}`);
+    const seen = new Uint8Array(inFeatures);
+    for (const i of [...keep, ...rest]) {
+      if (i >= inFeatures || seen[i]) throw new ConfigError(`${kind}: config.skip.keep and rest must together be a permutation of 0..${inFeatures - 1}`);
+      seen[i] = 1;
+    }
+    const ip = sk['inputPermuted'];
+    if (typeof ip !== 'boolean') throw new ConfigError(`${kind}: expected config.skip.inputPermuted to be a boolean, found ${JSON.stringify(ip)}`);
+    skip = { keep, rest, inputPermuted: ip };
+  }
+  const op = cfg['outputPerms'];
+  if (!Array.isArray(op) || op.length !== outs.length) throw new ConfigError(`${kind}: expected config.outputPerms to hold ${outs.length} entries (null or a permutation), found ${JSON.stringify(op)?.slice(0, 80)}`);
+  const outputPerms = op.map((p, i) => {
+    if (p === null) return null;
+    const arr = checkIntArray(kind, p, `config.outputPerms[${i}]`);
+    if (arr.length !== outs[i]) throw new ConfigError(`${kind}: config.outputPerms[${i}] has ${arr.length} entries, expected ${outs[i]}`);
+    return arr;
+  });
+  const method = typeof cfg['method'] === 'string' ? cfg['method'] : 'skipcat';
+  return { inFeatures, outs, names: names, rank, bias, group, skip, outputPerms, method };
+}
+
+/**
+ * A factorised linear map y = B·A·x (+ b) over the last axis, for one linear ('skipcat.linear') or a
+ * Cat group ('skipcat.cat': the stacked outputs of Q/K/V or gate/up share one A). Stored so that no
+ * matMul needs a transpose flag:
+ * - plain: 'a' = Aᵀ [in, r], 'b' = B_catᵀ [r, Σout];
+ * - Skip: 'a' = A′ᵀ [in − r, r] (absent when r = in), 'b' = B′_catᵀ [r, Σout]; h = x_keep + x_rest·A′ᵀ,
+ *   with x_keep/x_rest taken by gatherND (per-element indices cached per row count) or, when the
+ *   producer was permuted (`skip.inputPermuted`), by two slices.
+ * A group head returns its first member's part and leaves the others in `ctx.state` for the
+ * 'skipcat.slice' members that replace the other linears; they must run after the head, on the
+ * same input tensor (checked).
+ */
+export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
+  readonly kind: 'skipcat.linear' | 'skipcat.cat';
+  private readonly indexCache = new Map<number, { keep: tf.Tensor; rest: tf.Tensor | null }>();
+
+  constructor(config: LowRankConfig, values?: { a: tf.Tensor | null; b: tf.Tensor; bias?: tf.Tensor }) {
+    const cfg = parseLowRankConfig(config.outs.length > 1 ? 'skipcat.cat' : 'skipcat.linear', config);
+    super(cfg);
+    this.kind = cfg.outs.length > 1 ? 'skipcat.cat' : 'skipcat.linear';
+    const { inFeatures: n, rank: r } = cfg;
+    const total = cfg.outs.reduce((x, y) => x + y, 0);
+    const aRows = cfg.skip ? n - r : n;
+    if (aRows > 0) this.addParam('a', values?.a ?? tf.zeros([aRows, r]));
+    this.addParam('b', values?.b ?? tf.zeros([r, total]));
+    if (cfg.bias) this.addParam('bias', values?.bias ?? tf.zeros([total]));
+    if (values) {
+      const aShape = this.params.get('a')?.shape;
+      if (aRows > 0 && (aShape?.[0] !== aRows || aShape[1] !== r)) throw new ConfigError(`${this.kind}: expected a [${aRows}, ${r}], found [${values.a?.shape.join(', ')}]`);
+      const bs = this.param('b').shape;
+      if (bs[0] !== r || bs[1] !== total) throw new ConfigError(`${this.kind}: expected b [${r}, ${total}], found [${bs.join(', ')}]`);
+    }
+  }
+
+  get totalOut(): number {
+    return this.config.outs.reduce((x, y) => x + y, 0);
+  }
+
+  private indices(T: number): { keep: tf.Tensor; rest: tf.Tensor | null } {
+    const hit = this.indexCache.get(T);
+    if (hit) return hit;
+    const skip = this.config.skip as SkipConfig;
+    const make = (cols: number[]): tf.Tensor => {
+      const k = cols.length;
+      const idx = new Int32Array(T * k * 2);
+      for (let t = 0; t < T; t++) {
+        for (let j = 0; j < k; j++) {
+          idx[(t * k + j) * 2] = t;
+          idx[(t * k + j) * 2 + 1] = cols[j] as number;
+        }
+      }
+      return tf.keep(tf.tensor3d(idx, [T, k, 2], 'int32'));
+    };
+    const entry = { keep: make(skip.keep), rest: skip.rest.length ? make(skip.rest) : null };
+    if (this.indexCache.size >= 8) {
+      const [oldest, old] = this.indexCache.entries().next().value as [number, { keep: tf.Tensor; rest: tf.Tensor | null }];
+      old.keep.dispose();
+      old.rest?.dispose();
+      this.indexCache.delete(oldest);
+    }
+    this.indexCache.set(T, entry);
+    return entry;
+  }
+
+  /** The latent h = A·x (plain) or x_keep + A′·x_rest (Skip), rows [T, r]. */
+  latent(rows: tf.Tensor2D): tf.Tensor2D {
+    const { skip, rank: r, inFeatures: n } = this.config;
+    if (!skip) return tf.matMul(rows, this.param('a').variable);
+    const T = rows.shape[0];
+    let xk: tf.Tensor2D;
+    let xr: tf.Tensor2D | null;
+    if (skip.inputPermuted) {
+      xk = r === n ? rows : tf.slice(rows, [0, 0], [T, r]);
+      xr = r === n ? null : tf.slice(rows, [0, r], [T, n - r]);
+    } else {
+      const idx = this.indices(T);
+      xk = tf.gatherND(rows, idx.keep) as tf.Tensor2D;
+      xr = idx.rest ? (tf.gatherND(rows, idx.rest) as tf.Tensor2D) : null;
+    }
+    return xr ? tf.add(xk, tf.matMul(xr, this.param('a').variable)) : xk;
+  }
+
+  forward(x: tf.Tensor, ctx: RunContext): tf.Tensor {
+    const { rows, lead } = rowsOf(x, this.config.inFeatures, this.kind);
+    const h = this.latent(rows);
+    let y: tf.Tensor2D = tf.matMul(h, this.param('b').variable);
+    if (this.config.bias) y = tf.add(y, this.param('bias').variable);
+    const { outs } = this.config;
+    if (outs.length === 1) return lead.length === 1 ? y : tf.reshape(y, [...lead, outs[0] as number]);
+    const parts = tf.split<tf.Tensor2D>(y, outs, 1);
+    ctx.state.set(`skipcat:${this.config.group}`, { dataId: x.dataId, parts } satisfies GroupEntry);
+    return tf.reshape(parts[0] as tf.Tensor, [...lead, outs[0] as number]);
+  }
+
+  override flops(x: tf.Tensor): FlopCount {
+    const { inFeatures: n, rank: r, skip } = this.config;
+    const T = x.size / n;
+    const aRows = skip ? n - r : n;
+    const fwd = 2 * T * aRows * r + (skip && aRows > 0 ? T * r : 0) + 2 * T * r * this.totalOut + (this.config.bias ? T * this.totalOut : 0);
+    return { forward: fwd, backward: 2 * fwd };
+  }
+
+  override dispose(): void {
+    for (const e of this.indexCache.values()) {
+      e.keep.dispose();
+      e.rest?.dispose();
+    }
+    this.indexCache.clear();
+    super.dispose();
+  }
+}
+
+/**
+ * A member of a Cat group other than its head (kind 'skipcat.slice', no parameters): returns its
+ * part of the head's stacked output, which the head left in `ctx.state` for the same input tensor.
+ */
+export class CatSlice extends Module<tf.Tensor, tf.Tensor, SliceConfig> {
+  readonly kind = 'skipcat.slice';
+
+  constructor(config: SliceConfig) {
+    const cfg = { ...config } as JsonObject;
+    const group = cfg['group'];
+    if (typeof group !== 'string' || !group) throw new ConfigError(`skipcat.slice: expected config.group to be a non-empty string, found ${JSON.stringify(group)}`);
+    super({ group, index: checkInt('skipcat.slice', cfg, 'index', 1), inFeatures: checkInt('skipcat.slice', cfg, 'inFeatures', 1), outFeatures: checkInt('skipcat.slice', cfg, 'outFeatures', 1) });
+  }
+
+  forward(x: tf.Tensor, ctx: RunContext): tf.Tensor {
+    const { group, index, inFeatures, outFeatures } = this.config;
+    if (x.shape[x.rank - 1] !== inFeatures) throw new ConfigError(`skipcat.slice: expected input [..., ${inFeatures}], found [${x.shape.join(', ')}]`);
+    const e = ctx.state.get<GroupEntry>(`skipcat:${group}`);
+    if (!e || e.dataId !== x.dataId) {
+      throw new ConfigError(
+        `skipcat.slice (group '${group}', member ${index}): expected its group head (the 'skipcat.cat' module) to have run first on the same input tensor in this RunContext; ` +
+          (e ? 'found a result for a different input (cross-attention or a copied input cannot share a Cat group)' : 'found no result'),
+      );
+    }
+    const part = e.parts[index];
+    if (!part || part.isDisposed) throw new ConfigError(`skipcat.slice (group '${group}', member ${index}): the head's output was already disposed (call the members inside the same tf.tidy as the head)`);
+    return tf.reshape(part, [...x.shape.slice(0, -1), outFeatures]);
+  }
+
+  override flops(): FlopCount {
+    return { forward: 0, backward: 0 };
+  }
+}
+
+/** Registers 'skipcat.linear', 'skipcat.cat' and 'skipcat.slice'. */
+export function registerSkipcatKinds(reg: ModuleRegistry): void {
+  reg.register('skipcat.linear', linearFactory);
+  reg.register('skipcat.cat', linearFactory);
+  reg.register('skipcat.slice', sliceFactory);
+}
+
+function linearFactory(cfg: JsonObject): LowRankLinear {
+  return new LowRankLinear(parseLowRankConfig('skipcat.linear', cfg));
+}
+function sliceFactory(cfg: JsonObject): CatSlice {
+  return new CatSlice(cfg as SliceConfig);
+}
+
+/**
+ * Dense reference of a factorised unit: the [in, Σout] matrix Ẽ with y = x·Ẽ (+ bias), in the
+ * coordinates the module reads and writes (a permuted input or output stays permuted). Float64.
+ */
+export function denseEquivalent(m: LowRankLinear): { weight: Float64Array; rows: number; cols: number; bias: Float64Array | null } {
+  const { inFeatures: n, rank: r, skip } = m.config;
+  const M = m.totalOut;
+  const b = Float64Array.from(m.param('b').variable.dataSync());
+  const aP = m.params.get('a');
+  const a = aP ? Float64Array.from(aP.variable.dataSync()) : new Float64Array(0);
+  const out = new Float64Array(n * M);
+  const addRow = (target: number, coef: ArrayLike<number> | null, unit: number): void => {
+    for (let j = 0; j < r; j++) {
+      const c = coef ? (coef[j] as number) : j === unit ? 1 : 0;
+      if (c === 0) continue;
+      for (let o = 0; o < M; o++) out[target * M + o] = (out[target * M + o] as number) + c * (b[j * M + o] as number);
+    }
+  };
+  if (!skip) {
+    for (let i = 0; i < n; i++) addRow(i, a.subarray(i * r, (i + 1) * r), -1);
+  } else {
+    const keepPos = skip.inputPermuted ? Array.from({ length: r }, (_, j) => j) : skip.keep;
+    const restPos = skip.inputPermuted ? Array.from({ length: n - r }, (_, j) => r + j) : skip.rest;
+    for (let j = 0; j < r; j++) addRow(keepPos[j] as number, null, j);
+    for (let i = 0; i < n - r; i++) addRow(restPos[i] as number, a.subarray(i * r, (i + 1) * r), -1);
+  }
+  const bias = m.config.bias ? Float64Array.from(m.param('bias').variable.dataSync()) : null;
+  return { weight: out, rows: n, cols: M, bias };
+}
+
+/**
+ * The "dense-A" form of a Skip unit's input factor: Ã [in, r] with h = x·Ã (rows keep[j] = e_j,
+ * rows rest[i] = A′ᵀ[i]). One matMul instead of gathers; for tests and comparisons.
+ */
+export function denseInputFactor(m: LowRankLinear): tf.Tensor2D {
+  const { inFeatures: n, rank: r, skip } = m.config;
+  if (!skip) return tf.clone(m.param('a').variable) as tf.Tensor2D;
+  const aP = m.params.get('a');
+  const a = aP ? aP.variable.dataSync() : new Float32Array(0);
+  const out = new Float32Array(n * r);
+  const keepPos = skip.inputPermuted ? Array.from({ length: r }, (_, j) => j) : skip.keep;
+  const restPos = skip.inputPermuted ? Array.from({ length: n - r }, (_, j) => r + j) : skip.rest;
+  for (let j = 0; j < r; j++) out[(keepPos[j] as number) * r + j] = 1;
+  for (let i = 0; i < n - r; i++) out.set(a.subarray(i * r, (i + 1) * r), (restPos[i] as number) * r);
+  return tf.tensor2d(out, [n, r]);
+}
