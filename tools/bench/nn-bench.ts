@@ -200,7 +200,7 @@ function stockMbv2(rng: Rng): StockBlock {
   const [g3, b3] = bn(c);
   const norm = (x: tf.Tensor4D, g: tf.Tensor, b: tf.Tensor): tf.Tensor4D => {
     const { mean, variance } = tf.moments(x, [0, 1, 2]);
-    return tf.batchNorm(x, mean, variance, b, g, 1e-5);
+    return tf.batchNorm4d(x, mean as tf.Tensor1D, variance as tf.Tensor1D, b as tf.Tensor1D, g as tf.Tensor1D, 1e-5);
   };
   return {
     vars: [w1, wd, w3, g1, b1, g2, b2, g3, b3],
@@ -480,6 +480,8 @@ async function main(): Promise<void> {
     if (c.impl === 'torch' || c.backend !== 'wasm' || c.error || !c.wall.length) continue;
     const tm = torchMedian.get(`${c.block}/${c.phase}`);
     if (tm !== undefined) summary[`${c.block}_${c.impl}_wasm_${c.phase}_x_torch`] = median(c.wall) / tm;
+    const tc = torchCpuMedian.get(`${c.block}/${c.phase}`);
+    if (tc !== undefined) summary[`${c.block}_${c.impl}_wasm_${c.phase}_x_torch_cpu_time`] = median(c.cpu) / tc;
   }
   const lp = (b: string, p: string): number | undefined => {
     const c = cases.find((k) => k.block === b && k.impl === 'leanpass' && k.backend === 'wasm' && k.phase === p);

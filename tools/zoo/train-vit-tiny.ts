@@ -32,7 +32,7 @@ import {
 } from '@leanpass/data';
 import { buildVitTiny, replaceHead, type ViT } from '@leanpass/models';
 import { AdamW, Trainer, evaluateClassifier, warmupCosineSchedule, type Batch } from '@leanpass/train';
-import { finetuneVit, loadTransferData } from '../../packages/lbp-wht/src/transfer.js';
+import { finetuneVit, loadTransferData } from '@leanpass/lbp-wht/transfer';
 
 const root = resolve(import.meta.dirname, '../..');
 const { values: args } = parseArgs({
@@ -101,7 +101,6 @@ interface TransferResults {
   testLoss: number;
   meanStepMs: number;
   wallMinutes: number;
-  headOnlyAccuracy?: number;
 }
 
 interface Results {

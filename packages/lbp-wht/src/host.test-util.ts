@@ -70,7 +70,7 @@ export class TestConvNet extends Module<tf.Tensor, tf.Tensor, { channels: number
 export const TEST_NET: TestNetConfig = { inDim: 6, dim: 16, heads: 2, depth: 2, tokenGrid: [8, 8], extraTokens: 1, classes: 3 };
 
 export function makeTestNet(seed: number, cfg: Partial<TestNetConfig> = {}): TestNet {
-  return new TestNet({ ...TEST_NET, ...cfg }, { rng: new Rng(seed) });
+  return new TestNet({ ...TEST_NET, ...cfg } as TestNetConfig, { rng: new Rng(seed) });
 }
 
 if (!registry.has('lbp-test.block')) registry.register('lbp-test.block', (cfg, init) => new TestBlock(cfg as unknown as ConstructorParameters<typeof TestBlock>[0], init));

@@ -5,7 +5,6 @@
  */
 import { registry } from '@leanpass/core';
 import { registerLbpKinds } from './layer.js';
-import { pass } from './pass.js';
 
 export { pass, optionsSchema, basesSchema, basesFor, basesCount, findLayerGrid, isPointwiseConv, PASS_NAME, PASS_VERSION, TARGETS } from './pass.js';
 export type { LbpWhtOptions, LbpWhtOptionsInput, LayerGrid } from './pass.js';

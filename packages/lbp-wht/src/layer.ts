@@ -38,45 +38,36 @@ export function checkLbpConfig(cfg: JsonObject): LbpLinearConfig {
   };
   const posInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 1;
   const inFeatures = cfg['inFeatures'];
+  if (!posInt(inFeatures)) return bad('inFeatures', 'a positive integer');
   const outFeatures = cfg['outFeatures'];
-  if (!posInt(inFeatures)) bad('inFeatures', 'a positive integer');
-  if (!posInt(outFeatures)) bad('outFeatures', 'a positive integer');
+  if (!posInt(outFeatures)) return bad('outFeatures', 'a positive integer');
   const bias = cfg['bias'];
-  if (typeof bias !== 'boolean') bad('bias', 'a boolean');
+  if (typeof bias !== 'boolean') return bad('bias', 'a boolean');
   const order = cfg['order'];
-  if (!posInt(order) || !isPowerOfTwo(order) || order < 2) bad('order', 'a power of two ≥ 2');
+  if (!posInt(order) || !isPowerOfTwo(order) || order < 2) return bad('order', 'a power of two ≥ 2');
   const ws = cfg['weightShape'];
-  if (!Array.isArray(ws) || !ws.every(posInt) || ws.reduce((a: number, b) => a * (b as number), 1) !== (inFeatures as number) * (outFeatures as number) || ws[ws.length - 1] !== outFeatures) {
-    bad('weightShape', `a shape [..., ${String(inFeatures)}, ${String(outFeatures)}] with ${String(inFeatures)}·${String(outFeatures)} elements`);
+  if (!Array.isArray(ws) || !ws.every(posInt) || ws.reduce((a: number, b: number) => a * b, 1) !== inFeatures * outFeatures || ws[ws.length - 1] !== outFeatures) {
+    return bad('weightShape', `a shape [..., ${inFeatures}, ${outFeatures}] with ${inFeatures}·${outFeatures} elements`);
   }
+  const weightShape = ws.slice();
   const wraps = cfg['wraps'];
-  if (wraps !== 'linear' && wraps !== 'conv2d') bad('wraps', "'linear' or 'conv2d'");
+  if (wraps !== 'linear' && wraps !== 'conv2d') return bad('wraps', "'linear' or 'conv2d'");
   const basesRaw = cfg['bases'];
-  if (!Array.isArray(basesRaw) || !basesRaw.every((p) => Array.isArray(p) && p.length === 2 && p.every((n) => typeof n === 'number'))) bad('bases', 'a list of [i, j] pairs');
-  const bases = (basesRaw as number[][]).map((p) => [p[0], p[1]] as [number, number]);
-  validatePairs(order as number, bases, LBP_LINEAR_KIND);
+  const isPair = (p: unknown): p is [number, number] => Array.isArray(p) && p.length === 2 && p.every((n) => typeof n === 'number');
+  if (!Array.isArray(basesRaw) || !basesRaw.every(isPair)) return bad('bases', 'a list of [i, j] pairs');
+  const bases = basesRaw.map((p): [number, number] => [p[0], p[1]]);
+  validatePairs(order, bases, LBP_LINEAR_KIND);
   const padMode = cfg['padMode'];
-  if (padMode !== 'zeroX' && padMode !== 'zero' && padMode !== 'reflect') bad('padMode', "'zeroX', 'zero' or 'reflect'");
+  if (padMode !== 'zeroX' && padMode !== 'zero' && padMode !== 'reflect') return bad('padMode', "'zeroX', 'zero' or 'reflect'");
   const gridRaw = cfg['grid'];
   let grid: [number, number] | null = null;
   if (gridRaw !== null && gridRaw !== undefined) {
-    if (!Array.isArray(gridRaw) || gridRaw.length !== 2 || !gridRaw.every(posInt)) bad('grid', 'null or [H, W] with positive integers');
-    grid = [(gridRaw as number[])[0] as number, (gridRaw as number[])[1] as number];
+    if (!Array.isArray(gridRaw) || gridRaw.length !== 2 || !gridRaw.every(posInt)) return bad('grid', 'null or [H, W] with positive integers');
+    grid = [gridRaw[0] as number, gridRaw[1] as number];
   }
   const extraTokens = cfg['extraTokens'] ?? 0;
-  if (typeof extraTokens !== 'number' || !Number.isInteger(extraTokens) || extraTokens < 0) bad('extraTokens', 'an integer ≥ 0');
-  return {
-    inFeatures: inFeatures as number,
-    outFeatures: outFeatures as number,
-    bias: bias as boolean,
-    weightShape: (ws as number[]).slice(),
-    wraps: wraps as string,
-    order: order as number,
-    bases,
-    padMode: padMode as PadMode,
-    grid,
-    extraTokens: extraTokens as number,
-  };
+  if (typeof extraTokens !== 'number' || !Number.isInteger(extraTokens) || extraTokens < 0) return bad('extraTokens', 'an integer ≥ 0');
+  return { inFeatures, outFeatures, bias, weightShape, wraps, order, bases, padMode, grid, extraTokens };
 }
 
 /** Analytic cost of one call (FLOPs; a ±1 projection as a matMul counts 2 per add, as it runs). */

@@ -20,6 +20,10 @@ interface Case {
   seed?: number;
 }
 
+function f32(t: tf.Tensor): Float32Array {
+  return Float32Array.from(t.dataSync());
+}
+
 /** LBP-WHT gradients of L = Σ y ⊙ r (so dy = r) for x, W, b, plus the inputs as Float32Arrays. */
 function lbpGrads(c: Case, opts: { bias?: boolean } = {}) {
   const seed = c.seed ?? 1;
@@ -32,14 +36,14 @@ function lbpGrads(c: Case, opts: { bias?: boolean } = {}) {
   const useBias = opts.bias ?? true;
   const f = (xx: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor): tf.Tensor =>
     tf.sum(tf.mul(lbpDense(xx, ww, useBias ? bb : null, { bases, padMode: c.padMode, grid: { grid: [c.H, c.W], extraTokens: c.E } }), r));
-  const grads = useBias ? tf.grads(f as (...a: tf.Tensor[]) => tf.Tensor)([x, w, b]) : [...tf.grads((xx, ww) => f(xx as tf.Tensor, ww as tf.Tensor, b))([x, w]), tf.zeros([c.Co])];
+  const grads = useBias ? tf.grads(f)([x, w, b]) : [...tf.grads((xx, ww) => f(xx, ww, b))([x, w]), tf.zeros([c.Co])];
   const out = {
-    x: x.dataSync().slice(),
-    w: w.dataSync().slice(),
-    r: r.dataSync().slice(),
-    gx: (grads[0] as tf.Tensor).dataSync().slice(),
-    gw: (grads[1] as tf.Tensor).dataSync().slice(),
-    gb: (grads[2] as tf.Tensor).dataSync().slice(),
+    x: f32(x),
+    w: f32(w),
+    r: f32(r),
+    gx: f32(grads[0] as tf.Tensor),
+    gw: f32(grads[1] as tf.Tensor),
+    gb: f32(grads[2] as tf.Tensor),
   };
   tf.dispose([x, w, b, r, ...grads]);
   return out;
@@ -167,11 +171,11 @@ for (const backend of ['cpu', 'wasm'] as BackendName[]) {
       const w = randn([Ci, Co], 5);
       const rt = tf.tensor(r, [B, H * H, Co]);
       const bases = makeBases(o, [[0, 0]]);
-      const [gx, gw] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx as tf.Tensor, ww as tf.Tensor, null, { bases, padMode: 'zeroX' }), rt)))([x, w]);
+      const [gx, gw] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx, ww, null, { bases, padMode: 'zeroX' }), rt)))([x, w]);
       const d = denseGrads(x.dataSync(), r, w.dataSync(), B * H * H, Ci, Co);
       expect(relErr((gx as tf.Tensor).dataSync(), d.gx)).toBeLessThan(1e-5);
       expect(relErr((gw as tf.Tensor).dataSync(), d.gw)).toBeLessThan(1e-5);
-      tf.dispose([x, w, rt, gx as tf.Tensor, gw as tf.Tensor]);
+      tf.dispose([x, w, rt, gx, gw]);
     });
 
     it('saves only the projected activation (K·P·Cᵢ floats, + the extra tokens), never x or a copy of W', () => {
@@ -180,10 +184,10 @@ for (const backend of ['cpu', 'wasm'] as BackendName[]) {
       const b = tf.variable(randn([10], 3));
       const bases = makeBases(8, lowPassL1(8, 3));
       const before = tf.memory().numTensors;
-      const s = savedForBackward(() => tf.sum(lbpDense(x, w, b, { bases, padMode: 'zeroX', grid: { grid: [16, 16], extraTokens: 1 } })) as tf.Scalar);
+      const s = savedForBackward(() => tf.sum<tf.Scalar>(lbpDense(x, w, b, { bases, padMode: 'zeroX', grid: { grid: [16, 16], extraTokens: 1 } })));
       // K = 6, P = 2·4 patches, Ci = 12: 6·8·12 floats; extra tokens 2·1·12 floats
       expect(s.byKernel['forward']).toBe(4 * (6 * 8 * 12 + 2 * 12));
-      const d = savedForBackward(() => tf.sum(dense(tf.reshape(x, [-1, 12]), w, b)) as tf.Scalar);
+      const d = savedForBackward(() => tf.sum<tf.Scalar>(dense(x, w, b)));
       const denseOwn = (d.byKernel['forward'] ?? 0) + (d.byKernel['Reshape'] ?? 0);
       expect(denseOwn).toBeGreaterThanOrEqual(4 * 2 * 257 * 12);
       expect(tf.memory().numTensors).toBe(before);
@@ -196,11 +200,11 @@ for (const backend of ['cpu', 'wasm'] as BackendName[]) {
       const w = tf.variable(randn([c.Ci, c.Co], 9), false);
       const r = randn([c.B, 64, c.Co], 10);
       const bases = makeBases(8, allPairs(8));
-      const [gx] = tf.grads((xx) => tf.sum(tf.mul(lbpDense(xx as tf.Tensor, w, null, { bases, padMode: 'zeroX' }), r)))([x]);
+      const [gx] = tf.grads((xx) => tf.sum(tf.mul(lbpDense(xx, w, null, { bases, padMode: 'zeroX' }), r)))([x]);
       const d = denseGrads(x.dataSync(), r.dataSync(), w.dataSync(), c.B * 64, c.Ci, c.Co);
       expect(relErr((gx as tf.Tensor).dataSync(), d.gx)).toBeLessThan(1e-5);
-      expect(() => tf.grads((ww) => tf.sum(lbpDense(x, ww as tf.Tensor, null, { bases, padMode: 'zeroX', weightGrad: false })))([w])).toThrow();
-      tf.dispose([x, w, r, gx as tf.Tensor]);
+      expect(() => tf.grads((ww) => tf.sum(lbpDense(x, ww, null, { bases, padMode: 'zeroX', weightGrad: false })))([w])).toThrow();
+      tf.dispose([x, w, r, gx]);
     });
   });
 }
@@ -285,8 +289,8 @@ describe('bad input', () => {
     const x = randn([2, 8, 8, 3], 1);
     const w = randn([3, 5], 2);
     const r = randn([2, 8, 8, 5], 3);
-    const [gx4, gw4] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx as tf.Tensor, ww as tf.Tensor, null, { bases, padMode: 'zeroX' }), r)))([x, w]);
-    const [gx2, gw2] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx as tf.Tensor, ww as tf.Tensor, null, { bases, padMode: 'zeroX', grid: { grid: [8, 8] } }), tf.reshape(r, [128, 5]))))([
+    const [gx4, gw4] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx, ww, null, { bases, padMode: 'zeroX' }), r)))([x, w]);
+    const [gx2, gw2] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx, ww, null, { bases, padMode: 'zeroX', grid: { grid: [8, 8] } }), tf.reshape(r, [128, 5]))))([
       tf.reshape(x, [128, 3]),
       w,
     ]);
@@ -344,7 +348,7 @@ describe('approximation quality', () => {
       [lowPassL1(8, 6), 0.23, 0.026],
       [lowPassL1(8, 8), 0.095, 0.004],
     ];
-    const sums = table.map(() => [0, 0]);
+    const sums = table.map((): [number, number] => [0, 0]);
     const seeds = 8;
     for (let s = 0; s < seeds; s++) {
       const rng = new Rng(100 + s);
@@ -356,10 +360,11 @@ describe('approximation quality', () => {
       const w = tf.tensor(wv, [C, C]);
       const d = denseGrads(xv, gv, wv, B * N * N, C, C);
       table.forEach(([pairs], t) => {
-        const [gx, gw] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx as tf.Tensor, ww as tf.Tensor, null, { bases: makeBases(8, pairs), padMode: 'zeroX' }), gt)))([x, w]);
-        (sums[t] as number[])[0] += relErr((gx as tf.Tensor).dataSync(), d.gx);
-        (sums[t] as number[])[1] += relErr((gw as tf.Tensor).dataSync(), d.gw);
-        tf.dispose([gx as tf.Tensor, gw as tf.Tensor]);
+        const [gx, gw] = tf.grads((xx, ww) => tf.sum(tf.mul(lbpDense(xx, ww, null, { bases: makeBases(8, pairs), padMode: 'zeroX' }), gt)))([x, w]);
+        const acc = sums[t] as [number, number];
+        acc[0] += relErr((gx as tf.Tensor).dataSync(), d.gx);
+        acc[1] += relErr((gw as tf.Tensor).dataSync(), d.gw);
+        tf.dispose([gx, gw]);
       });
       tf.dispose([x, gt, w]);
     }

@@ -179,11 +179,11 @@ export function lbpDense(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null | undef
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const { patches, extra: dye } = patchify(dy, geomG, pads.g, impl);
-        const gs = tf.reshape(tf.matMul(tf.tensor2d(bases.bmG, [K, o2]), patches), [K * P, Co]) as tf.Tensor2D;
+        const gs = tf.reshape<tf.Rank.R2>(tf.matMul(tf.tensor2d(bases.bmG, [K, o2]), patches), [K * P, Co]);
         const wb = wByClosure ? w2 : (saved[saved.length - 1] as tf.Tensor2D);
         const wT = transposeLast2(wb) as tf.Tensor2D;
         const gxl = tf.matMul(gs, wT);
-        const gxp = tf.matMul(tf.tensor2d(bases.bmT, [o2, K]), tf.reshape(gxl, [K, P * Ci]) as tf.Tensor2D);
+        const gxp = tf.matMul(tf.tensor2d(bases.bmT, [o2, K]), tf.reshape<tf.Rank.R2>(gxl, [K, P * Ci]));
         const gxe = dye ? tf.matMul(dye, wT) : undefined;
         const gx = tf.reshape(unpatchify(gxp, gxe, geom, impl), xi.shape);
         const grads: tf.Tensor[] = [gx];

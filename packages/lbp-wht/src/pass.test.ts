@@ -3,7 +3,8 @@ import { ConfigError, Rng, createRunContext, deserializeModel, parsePassOptions,
 import { applyToEnd, passConformance } from '@leanpass/core/testing';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TestConvNet, makeTestNet } from './host.test-util.js';
-import { LBP_LINEAR_KIND, LbpLinear, lbpFlops } from './layer.js';
+import type { LbpLinear} from './layer.js';
+import { LBP_LINEAR_KIND, lbpFlops } from './layer.js';
 import { optionsSchema, pass, type LbpWhtOptions } from './index.js';
 import { randn, relErr } from './reference.test-util.js';
 import { baseMatrix } from './wht.js';
@@ -19,7 +20,7 @@ function paramGrads(model: AnyModule, x: tf.Tensor, r: tf.Tensor): Map<string, F
   const params = [...model.namedParams()];
   const vars = params.map(([, p]) => p.variable);
   const ctx = createRunContext({ mode: 'train' });
-  const { grads, value } = tf.variableGrads(() => tf.sum(tf.mul(model.call(x, ctx), r)) as tf.Scalar, vars);
+  const { grads, value } = tf.variableGrads(() => tf.sum<tf.Scalar>(tf.mul(model.call(x, ctx) as tf.Tensor, r)), vars);
   value.dispose();
   const out = new Map<string, Float32Array>();
   for (const [path, p] of params) {
@@ -176,7 +177,7 @@ describe('apply', () => {
     const model = makeTestNet(5, { tokenGrid: [16, 16], extraTokens: 0 });
     await applyToEnd(pass, model, {}, { seed: 0, backend: 'cpu' });
     const x = input(15, 0, 16);
-    const run = (m: AnyModule) => savedForBackward(() => tf.sum(m.call(x, createRunContext({ mode: 'train' }))) as tf.Scalar);
+    const run = (m: AnyModule) => savedForBackward(() => tf.sum<tf.Scalar>(m.call(x, createRunContext({ mode: 'train' })) as tf.Tensor));
     const before = tf.memory().numTensors;
     const sd = run(dense);
     const sl = run(model);
@@ -185,7 +186,7 @@ describe('apply', () => {
     // one layer alone: K·P/N of the input (6·4/256)
     const fc1 = model.get('b0.mlp.fc1') as LbpLinear;
     const h = randn([2, 256, 16], 16);
-    const one = savedForBackward(() => tf.sum(fc1.call(h, createRunContext({ mode: 'train' }))) as tf.Scalar);
+    const one = savedForBackward(() => tf.sum<tf.Scalar>(fc1.call(h, createRunContext({ mode: 'train' }))));
     expect(one.byKernel['forward']).toBe(4 * 6 * 2 * 4 * 16);
     tf.dispose([x, h]);
     dense.dispose();
@@ -274,9 +275,7 @@ describe('energy-based bases', () => {
       calibration: {
         sampleCap: 4,
         batches: async function* () {
-          yield mk(1);
-          yield { x: mk(2) };
-          yield mk(3);
+          for (const make of [() => mk(1), () => ({ x: mk(2) }), () => mk(3)]) yield await Promise.resolve(make());
         },
       },
     };

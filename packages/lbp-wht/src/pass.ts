@@ -244,7 +244,7 @@ class EnergyProbe extends Module {
 }
 
 function batchInput(batch: unknown): tf.Tensor {
-  if (batch instanceof tf.Tensor) return batch;
+  if (batch instanceof tf.Tensor) return batch as tf.Tensor;
   if (batch !== null && typeof batch === 'object' && (batch as { x?: unknown }).x instanceof tf.Tensor) return (batch as { x: tf.Tensor }).x;
   throw new ConfigError(`${PASS_NAME}: expected calibration batches to be model inputs (a tf.Tensor or {x: tf.Tensor}), found ${typeof batch}`);
 }
@@ -309,7 +309,7 @@ function planEntries(model: AnyModule, options: LbpWhtOptions): PlanEntry[] {
       const perSample = pg.ph * pg.pw;
       detail['patchesPerSample'] = perSample;
       detail['backwardRowRatio'] = (K * perSample + lg.extraTokens) / (H * W + lg.extraTokens);
-      reason += ` of a ${H}×${W} grid${lg.from !== undefined ? ` (from '${lg.from || '(root)'}')` : ''}${lg.extraTokens ? ` + ${lg.extraTokens} exact token(s)` : ''}: backward rows ×${(detail['backwardRowRatio'] as number).toFixed(3)}`;
+      reason += ` of a ${H}×${W} grid${lg.from !== undefined ? ` (from '${lg.from || '(root)'}')` : ''}${lg.extraTokens ? ` + ${lg.extraTokens} exact token(s)` : ''}: backward rows ×${(detail['backwardRowRatio']).toFixed(3)}`;
     } else reason += ' of the NHWC input grid';
     entries.push({ path, kind: m.kind, action: LBP_LINEAR_KIND, reason, detail });
   }
@@ -354,7 +354,7 @@ export const pass = definePass({
             model.call(x, run);
           });
           run.state.dispose();
-          samples += x.rank > 1 ? (x.shape[0] as number) : 1;
+          samples += x.rank > 1 ? (x.shape[0]) : 1;
         } finally {
           disposeBatch(batch);
         }

@@ -202,7 +202,7 @@ registerOnce({
     const { geom: g } = attrs as unknown as GeometryAttrs;
     const be = backend as unknown as WasmLike;
     const y = inputs['y'] as tf.TensorInfo;
-    const e = inputs['extra'] as tf.TensorInfo | undefined;
+    const e = inputs['extra'];
     const out = be.makeOutput([g.B, g.T, g.C], 'float32');
     unpatchifyArrays(be.typedArrayFromHeap(y) as Float32Array, e ? (be.typedArrayFromHeap(e) as Float32Array) : undefined, be.typedArrayFromHeap(out) as Float32Array, g);
     return out;
@@ -216,7 +216,7 @@ registerOnce({
     const { geom: g } = attrs as unknown as GeometryAttrs;
     const be = backend as unknown as CpuLike;
     const y = inputs['y'] as tf.TensorInfo;
-    const e = inputs['extra'] as tf.TensorInfo | undefined;
+    const e = inputs['extra'];
     const dst = new Float32Array(g.B * g.T * g.C);
     unpatchifyArrays(be.readSync(y.dataId) as Float32Array, e ? (be.readSync(e.dataId) as Float32Array) : undefined, dst, g);
     return be.makeTensorInfo([g.B, g.T, g.C], 'float32', dst);
@@ -269,8 +269,8 @@ export function patchify(x: tf.Tensor, g: Geometry, pad: PadKind, impl: PatchImp
     const padded = !any ? grid : pad === 'zero' ? tf.pad(grid, pads) : tf.mirrorPad(grid, pads, 'reflect');
     const a = tf.transpose(tf.reshape(padded, [B * ph, o, pw, o * C]), [1, 0, 2, 3]);
     const b = tf.transpose(tf.reshape(a, [o, P, o, C]), [0, 2, 1, 3]);
-    const patches = tf.reshape(b, [o * o, P * C]) as tf.Tensor2D;
-    const extra = E > 0 ? (tf.reshape(tf.slice(x3, [0, 0, 0], [B, E, C]), [B * E, C]) as tf.Tensor2D) : undefined;
+    const patches = tf.reshape<tf.Rank.R2>(b, [o * o, P * C]);
+    const extra = E > 0 ? tf.reshape<tf.Rank.R2>(tf.slice(x3, [0, 0, 0], [B, E, C]), [B * E, C]) : undefined;
     return extra ? { patches, extra } : { patches, extra: undefined };
   });
 }
@@ -280,21 +280,21 @@ export function patchify(x: tf.Tensor, g: Geometry, pad: PadKind, impl: PatchImp
  * with the padding cropped.
  */
 export function unpatchify(y: tf.Tensor, extra: tf.Tensor | undefined, g: Geometry, impl: PatchImpl = 'auto'): tf.Tensor3D {
-  const { B, T, E, H, W, C, o, ph, pw, P } = g;
+  const { B, E, H, W, C, o, ph, pw, P } = g;
   if (y.size !== o * o * P * C) throw new ConfigError(`lbp-wht: expected patches with ${o * o}·${P}·${C} elements, found [${y.shape.join(', ')}]`);
   if (extra && extra.size !== B * E * C) throw new ConfigError(`lbp-wht: expected extra tokens [${B * E}, ${C}], found [${extra.shape.join(', ')}]`);
   if (useKernel(impl)) {
     const inputs: tf.NamedTensorMap = extra ? { y, extra } : { y };
-    return tf.engine().runKernel(UNPATCHIFY, inputs, { geom: g, pad: 'zero' } as unknown as tf.NamedAttrMap) as tf.Tensor3D;
+    return tf.engine().runKernel<tf.Tensor3D>(UNPATCHIFY, inputs, { geom: g, pad: 'zero' } as unknown as tf.NamedAttrMap);
   }
   return tf.tidy(() => {
     const pg = patchGrid(H, W, o);
     const a = tf.transpose(tf.reshape(y, [o, o, P, C]), [0, 2, 1, 3]); // [u, P, v, C]
     const b = tf.transpose(tf.reshape(a, [o, B * ph, pw, o * C]), [1, 0, 2, 3]); // [B·ph, u, pw, v·C]
     const padded = tf.reshape(b, [B, ph * o, pw * o, C]);
-    const grid = tf.reshape(tf.slice(padded, [0, pg.top, pg.left, 0], [B, H, W, C]), [B, H * W, C]);
-    if (E === 0) return grid as tf.Tensor3D;
+    const grid = tf.reshape<tf.Rank.R3>(tf.slice(padded, [0, pg.top, pg.left, 0], [B, H, W, C]), [B, H * W, C]);
+    if (E === 0) return grid;
     const ex = extra ? tf.reshape(extra, [B, E, C]) : tf.zeros([B, E, C]);
-    return tf.concat([ex, grid], 1) as tf.Tensor3D;
+    return tf.concat<tf.Tensor3D>([ex as tf.Tensor3D, grid], 1);
   });
 }

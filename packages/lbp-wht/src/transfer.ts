@@ -10,7 +10,7 @@
  */
 /* eslint-disable @nx/enforce-module-boundaries -- bench-only module: the transfer task needs the data
    loaders and the trainer; src/index.ts (the pass itself) does not import this file. */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { ConfigError, type AnyModule } from '@leanpass/core';
 import {
   FASHION_MNIST_TRANSFER,

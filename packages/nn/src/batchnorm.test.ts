@@ -96,7 +96,7 @@ describe('BatchNorm', () => {
     // A second train step compounds: running ← 0.75·running + 0.25·batch.
     const x2 = randn([5, 3, 4], 5, 0.5, 2);
     const s2 = channelStats(x2);
-    bn.call(x2, train);
+    tf.dispose(tf.tidy(() => bn.call(x2, train))); // the update survives the caller's tidy
     const rm2 = bn.param('runningMean').variable.dataSync();
     for (let c = 0; c < 4; c++) expect(rm2[c]).toBeCloseTo(0.75 * (rm[c] as number) + 0.25 * (s2.mean[c] as number), 5);
   });

@@ -1,7 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { cloneModel, createRunContext, registry, Rng, savedForBackward, useBackend } from '@leanpass/core';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { Activation } from './activations.js';
+import { BatchNorm } from './batchnorm.js';
 import { blockDiagonalFilter, Conv2d, conv2d, transpose2d } from './conv.js';
+import { DepthwiseConv2d } from './depthwise.js';
 import { type Padding } from './depthwise.js';
 import { compareBackends, gradCheck } from './gradcheck.js';
 
@@ -237,5 +240,57 @@ describe('Conv2d module', () => {
     expect(() => registry.create('conv2d', { inChannels: 2, kernelSize: 3 }, { rng: new Rng(0) })).toThrow(/outChannels: expected a positive integer, found undefined/);
     const m = new Conv2d({ inChannels: 3, outChannels: 2, kernelSize: 1 }, { rng: new Rng(0) });
     expect(() => m.call(tf.zeros([1, 4, 4, 2]), ctx)).toThrow(/expected an input \[B, H, W, 3\], found \[1, 4, 4, 2\]/);
+  });
+});
+
+describe('an inverted residual block of these layers', () => {
+  it('gives the same outputs and parameter gradients on cpu and wasm (stride 1 and 2)', async () => {
+    await useBackend('cpu');
+    for (const stride of [1, 2]) {
+      const init = { rng: new Rng(40 + stride) };
+      const layers = [
+        new Conv2d({ inChannels: 8, outChannels: 24, kernelSize: 1, bias: false }, init),
+        new BatchNorm({ channels: 24 }),
+        new Activation({ fn: 'relu6' }),
+        new DepthwiseConv2d({ channels: 24, kernelSize: 3, stride, padding: 1, bias: false }, init),
+        new BatchNorm({ channels: 24 }),
+        new Activation({ fn: 'relu6' }),
+        new Conv2d({ inChannels: 24, outChannels: 8, kernelSize: 1, bias: false }, init),
+        new BatchNorm({ channels: 8 }),
+      ];
+      const params = layers.flatMap((l) => [...l.namedParams()].filter(([, p]) => p.trainable).map(([, p]) => p.variable));
+      expect(params).toHaveLength(9);
+      const block = (x: tf.Tensor): tf.Tensor => {
+        const h = layers.reduce((t, l) => l.call(t, ctx), x);
+        return stride === 1 ? tf.add(x, h) : h;
+      };
+      const res = await compareBackends(block, () => [randn([4, 8, 8, 8], 50, 2)], { params });
+      expect(res.ok, `stride ${stride}: ${JSON.stringify(res.ratios)}`).toBe(true);
+    }
+  });
+
+  it('leaves no tensor behind after a training step on wasm', async () => {
+    await useBackend('wasm');
+    const init = { rng: new Rng(60) };
+    const layers = [
+      new Conv2d({ inChannels: 4, outChannels: 12, kernelSize: 1, bias: false }, init),
+      new BatchNorm({ channels: 12 }),
+      new DepthwiseConv2d({ channels: 12, kernelSize: 3, stride: 2, padding: 1 }, init),
+      new Conv2d({ inChannels: 12, outChannels: 6, kernelSize: 3, stride: 2, groups: 2 }, init),
+      new BatchNorm({ channels: 6 }),
+    ];
+    const vars = layers.flatMap((l) => [...l.namedParams()].filter(([, p]) => p.trainable).map(([, p]) => p.variable));
+    const x = randn([2, 9, 9, 4], 61);
+    const step = (): void => {
+      const { value, grads } = tf.variableGrads(() => tf.mean<tf.Scalar>(tf.square(layers.reduce((t, l) => l.call(t, ctx), x))), vars);
+      expect(Object.keys(grads)).toHaveLength(vars.length);
+      value.dispose();
+      tf.dispose(grads);
+    };
+    step();
+    const before = tf.memory().numTensors;
+    step();
+    expect(tf.memory().numTensors).toBe(before);
+    await useBackend('cpu');
   });
 });

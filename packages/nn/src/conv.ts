@@ -17,7 +17,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
 import { sumRows } from './batchnorm.js';
-import { axisGeometry, checkConvGeometry, depthwiseConv2d, pair, phases, zeroInsert, backPadding, correlate, type AxisGeometry, type Padding } from './depthwise.js';
+import { axisGeometry, backPadding, checkConvGeometry, correlate, pair, phases, zeroInsert, type AxisGeometry, type Padding } from './conv-geometry.js';
+import { depthwiseConv2d } from './depthwise.js';
 import { isFrozen } from './ops/dense.js';
 import { trains, uniformInit } from './util.js';
 

@@ -14,6 +14,7 @@ import {
   ConfigError,
   Rng,
   cloneModel,
+  createRunContext,
   machineDescription,
   type AnyModule,
   type BenchOptions,
@@ -23,6 +24,7 @@ import {
   type JsonObject,
   type JsonValue,
   type PassReport,
+  type RunContext,
 } from '@leanpass/core';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- the bench needs a real corpus; library code (src/index.ts) never imports data
 import { corpusStream, createWindowSampler, loadFortunes, type TextCorpus } from '@leanpass/data';
@@ -85,6 +87,7 @@ export function compressRandom(model: AnyModule, raw: Partial<SkipcatOptions>, s
       skip,
       outputPerms: u.members.map(() => null),
       method: o.method,
+      inference: o.inference,
     };
     const aRows = u.skip ? u.n - r : u.n;
     let head: LowRankLinear | undefined;
@@ -182,27 +185,89 @@ async function loadHost(): Promise<Host> {
   return { model, corpus, test: corpusStream(corpus, 'test'), train: corpusStream(corpus, 'train') };
 }
 
-/** Interleaved decode timing (dense, variant, dense, variant…): medians of per-token medians. */
-async function decodeRatio(dense: AnyModule, variant: AnyModule, tokens: number, rounds: number): Promise<{ dense: number; variant: number; ratio: number }> {
-  const d: number[] = [];
-  const v: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    d.push((await decodeLatency(dense, { tokens, warmup: 4 })).msPerToken);
-    v.push((await decodeLatency(variant, { tokens, warmup: 4 })).msPerToken);
-  }
-  const dm = median(d);
-  const vm = median(v);
-  return { dense: dm, variant: vm, ratio: vm / dm };
+interface Stepper {
+  step(token: number): Promise<void>;
+  dispose(): void;
 }
 
-/** Decode ratio on a SmolLM-135M-shaped model with random weights at the solved ranks. */
-async function smollmDecode(opts: BenchOptions, layers: number, ratio: number): Promise<{ dense: number; variant: number; ratio: number; layers: number; params: { dense: number; compressed: number } }> {
+/**
+ * Batch-1 incremental decoding through the host's K/V cache: one token per call, the output read
+ * back. `stack`: only embedding + decoder layers + final norm (`Llama.hidden`), leaving out the LM
+ * head, which no method changes.
+ */
+function stepper(model: AnyModule, stack: boolean): Stepper {
+  const ctx = createRunContext();
+  const hidden = (model as unknown as { hidden?: (input: { ids: tf.Tensor; cache: boolean }, ctx: RunContext) => tf.Tensor }).hidden;
+  if (stack && typeof hidden !== 'function') throw new ConfigError(`expected a LLaMA host with hidden() for decoder-stack timing, found kind ${model.kind}`);
+  return {
+    step: async (token) => {
+      const out = tf.tidy(() => {
+        const input = { ids: tf.tensor2d([[token]], [1, 1], 'int32'), cache: true };
+        return stack ? (hidden as NonNullable<typeof hidden>).call(model, input, ctx) : (model.call(input, ctx) as tf.Tensor);
+      });
+      await out.data();
+      out.dispose();
+    },
+    dispose: () => ctx.state.dispose(),
+  };
+}
+
+export interface DecodeComparison {
+  /** Median wall time per token (ms). */
+  denseMs: number;
+  variantMs: number;
+  /** Median process CPU time per token (ms; less sensitive to other load on the machine). */
+  denseCpuMs: number;
+  variantCpuMs: number;
+  ratio: number;
+  cpuRatio: number;
+  tokens: number;
+}
+
+/**
+ * Decode timing of two models, interleaved token by token (alternating which goes first) so that
+ * both see the same machine load; medians over `tokens` steps after `warmup` untimed ones.
+ */
+export async function compareDecode(dense: AnyModule, variant: AnyModule, opts: { tokens: number; warmup: number; stack: boolean }): Promise<DecodeComparison> {
+  const a = stepper(dense, opts.stack);
+  const b = stepper(variant, opts.stack);
+  const wall: [number[], number[]] = [[], []];
+  const cpu: [number[], number[]] = [[], []];
+  try {
+    for (let i = 0; i < opts.warmup + opts.tokens; i++) {
+      const token = (i * 37 + 11) % 200;
+      const order: Array<[Stepper, number]> = i % 2 ? [[a, 0], [b, 1]] : [[b, 1], [a, 0]];
+      for (const [s, k] of order) {
+        const c0 = process.cpuUsage();
+        const t0 = performance.now();
+        await s.step(token);
+        const ms = performance.now() - t0;
+        const cu = process.cpuUsage(c0);
+        if (i >= opts.warmup) {
+          wall[k].push(ms);
+          cpu[k].push((cu.user + cu.system) / 1000);
+        }
+      }
+    }
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+  const denseMs = median(wall[0]);
+  const variantMs = median(wall[1]);
+  const denseCpuMs = median(cpu[0]);
+  const variantCpuMs = median(cpu[1]);
+  return { denseMs, variantMs, denseCpuMs, variantCpuMs, ratio: variantMs / denseMs, cpuRatio: variantCpuMs / denseCpuMs, tokens: opts.tokens };
+}
+
+/** Decode ratio on a SmolLM-135M-shaped model with random weights at the solved ranks (decoder stack). */
+export async function smollmDecode(opts: { seed: number; quick: boolean }, layers: number, ratio: number, inference: 'gather' | 'dense-a' = 'gather'): Promise<DecodeComparison & { layers: number; params: { dense: number; compressed: number } }> {
   const shape = { ...SMOLLM_135M_SHAPE, num_hidden_layers: layers };
   const dense = createLlama(shape, { seed: opts.seed });
   const comp = createLlama(shape, { seed: opts.seed });
   try {
-    compressRandom(comp, { ratio, method: 'skipcat' }, opts.seed);
-    const r = await decodeRatio(dense, comp, opts.quick ? 16 : 32, opts.quick ? 2 : 3);
+    compressRandom(comp, { ratio, method: 'skipcat', inference }, opts.seed);
+    const r = await compareDecode(dense, comp, { tokens: opts.quick ? 40 : 96, warmup: 6, stack: true });
     return { ...r, layers, params: { dense: linearParams(dense), compressed: linearParams(comp) } };
   } finally {
     dense.dispose();
@@ -283,26 +348,28 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
       else model.dispose();
     }
     progress(0.75, 'decode timing (tiny host)');
-    const tiny = await decodeRatio(host.model, tinyComp as AnyModule, opts.quick ? 24 : 64, opts.quick ? 2 : 3);
+    const tiny = await compareDecode(host.model, tinyComp as AnyModule, { tokens: opts.quick ? 40 : 96, warmup: 6, stack: false });
     tinyComp?.dispose();
-    log(`tiny decode: dense ${tiny.dense.toFixed(3)} ms, skipcat 40 % ${tiny.variant.toFixed(3)} ms (${tiny.ratio.toFixed(3)})`);
+    log(`tiny decode: dense ${tiny.denseMs.toFixed(3)} ms, skipcat 40 % ${tiny.variantMs.toFixed(3)} ms (wall ${tiny.ratio.toFixed(3)}, cpu ${tiny.cpuRatio.toFixed(3)})`);
     const dense = rows[0] as BenchRow;
-    dense.cost.time_ms = tiny.dense;
+    dense.cost.time_ms = tiny.denseMs;
     const sc40 = rows.find((r) => r.label === 'skipcat ratio=0.4');
-    if (sc40) sc40.cost.time_ms = tiny.variant;
+    if (sc40) sc40.cost.time_ms = tiny.variantMs;
     progress(0.8, 'decode timing (SmolLM-135M shape)');
-    const smol = await smollmDecode(opts, SMOLLM_135M_SHAPE.num_hidden_layers, 0.4);
-    log(`SmolLM-135M-shaped decode (${smol.layers} layers): dense ${smol.dense.toFixed(2)} ms, skipcat 40 % ${smol.variant.toFixed(2)} ms (${smol.ratio.toFixed(3)})`);
+    const smol = await smollmDecode(opts, SMOLLM_135M_SHAPE.num_hidden_layers as number, 0.4);
+    log(`SmolLM-135M-shaped decode (${smol.layers} layers): dense ${smol.denseMs.toFixed(2)} ms, skipcat 40 % ${smol.variantMs.toFixed(2)} ms (wall ${smol.ratio.toFixed(3)}, cpu ${smol.cpuRatio.toFixed(3)})`);
     progress(0.9, 'decomposition timings');
     const dec = decompositionTimes(opts.seed);
     const perLayer = dec.reduce((a, b) => a + b.ms, 0);
-    const svdllm20 = (ppl['svd-llm_20'] as number) - (ppl['dense'] as number);
+    const svdllm20 = (ppl['svd-llm_20'] as number) - (ppl['dense']);
     const summary: Record<string, number> = {
-      ppl_increase_ratio_vs_svdllm_20: ((ppl['skipcat_20'] as number) - (ppl['dense'] as number)) / svdllm20,
+      ppl_increase_ratio_vs_svdllm_20: ((ppl['skipcat_20'] as number) - (ppl['dense'])) / svdllm20,
       params_ratio_20: paramsRatio['skipcat_20'] as number,
       decode_time_ratio_40: smol.ratio,
+      decode_time_ratio_40_cpu: smol.cpuRatio,
       decode_time_ratio_40_tiny: tiny.ratio,
-      ppl_dense: ppl['dense'] as number,
+      decode_time_ratio_40_tiny_cpu: tiny.cpuRatio,
+      ppl_dense: ppl['dense'],
       ppl_skipcat_20: ppl['skipcat_20'] as number,
       ppl_svdllm_20: ppl['svd-llm_20'] as number,
       ppl_skipcat_40: ppl['skipcat_40'] as number,
@@ -323,8 +390,11 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
       extra: {
         calibration: { windows: calWindows, length: 128, split: 'train' },
         eval: { split: 'test', windows: opts.quick ? 48 : 400, window: 128, choiceItems: opts.quick ? 40 : 200 },
-        decode_tiny_ms: { dense: tiny.dense, skipcat_40: tiny.variant },
-        decode_smollm_ms: { dense: smol.dense, skipcat_40: smol.variant, layers: smol.layers, note: 'SmolLM-135M shape, seeded random weights, whole model (tied head), batch 1, K/V cache' },
+        decode_tiny: { ...tiny, note: 'zoo llama-tiny, whole model, batch 1, K/V cache, interleaved per token' } as unknown as JsonValue,
+        decode_smollm: {
+          ...smol,
+          note: 'SmolLM-135M shape (30 layers), seeded random weights (compressed: random factors at the solved SkipCat 40 % ranks), batch 1, K/V cache; decoder stack (embedding, layers, final norm) — the tied LM head, unchanged by every method, is left out',
+        } as unknown as JsonValue,
         smollm_linear_params: smol.params,
         decomposition_ms: dec,
         decomposition_smollm_135m_estimate_s: (30 * perLayer) / 1000,

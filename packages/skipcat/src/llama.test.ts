@@ -44,16 +44,16 @@ describe('SkipCat on the @leanpass/models LLaMA host', () => {
     expect(lat.times).toHaveLength(3);
     // Incremental decoding equals the full forward (the Cat state survives the per-block tidy).
     const seq = [3, 1, 4, 1, 5, 9];
-    const fullLogits = tf.tidy(() => (c.call(tf.tensor2d([seq], [1, 6], 'int32'), createRunContext()) as tf.Tensor).arraySync() as number[][][]);
+    const fullLogits = tf.tidy(() => (c.call(tf.tensor2d([seq], [1, 6], 'int32'), createRunContext())).arraySync() as number[][][]);
     const ctx = createRunContext();
     const stepLogits: number[][] = [];
     tf.tidy(() => {
-      const first = c.call({ ids: tf.tensor2d([seq.slice(0, 3)], [1, 3], 'int32'), cache: true }, ctx) as tf.Tensor;
+      const first = c.call({ ids: tf.tensor2d([seq.slice(0, 3)], [1, 3], 'int32'), cache: true }, ctx);
       stepLogits.push(...(first.arraySync() as number[][][])[0] as number[][]);
     });
     for (let t = 3; t < 6; t++) {
       tf.tidy(() => {
-        const out = c.call({ ids: tf.tensor2d([[seq[t] as number]], [1, 1], 'int32'), cache: true }, ctx) as tf.Tensor;
+        const out = c.call({ ids: tf.tensor2d([[seq[t] as number]], [1, 1], 'int32'), cache: true }, ctx);
         stepLogits.push((out.arraySync() as number[][][])[0]?.[0] as number[]);
       });
     }

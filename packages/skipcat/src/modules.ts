@@ -29,6 +29,12 @@ export interface LowRankConfig extends JsonObject {
   outputPerms: Array<number[] | null>;
   /** The method that built it (informational). */
   method: string;
+  /**
+   * How a Skip unit forms its latent at run time: 'gather' (x_keep + x_rest·A′ᵀ, gatherND or slices)
+   * or 'dense-a' (one matMul x·Ã with Ã = Π[I | A′]ᵀ built from the stored A′ on first use: more
+   * MACs, fewer ops; the stored parameters are the same).
+   */
+  inference: 'gather' | 'dense-a';
 }
 
 export interface SliceConfig extends JsonObject {
@@ -102,7 +108,9 @@ export function parseLowRankConfig(kind: string, cfg: JsonObject): LowRankConfig
     return arr;
   });
   const method = typeof cfg['method'] === 'string' ? cfg['method'] : 'skipcat';
-  return { inFeatures, outs, names: names, rank, bias, group, skip, outputPerms, method };
+  const inf = cfg['inference'] ?? 'gather';
+  if (inf !== 'gather' && inf !== 'dense-a') throw new ConfigError(`${kind}: expected config.inference to be 'gather' or 'dense-a', found ${JSON.stringify(inf)}`);
+  return { inFeatures, outs, names, rank, bias, group, skip, outputPerms, method, inference: inf };
 }
 
 /**
@@ -120,6 +128,7 @@ export function parseLowRankConfig(kind: string, cfg: JsonObject): LowRankConfig
 export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   readonly kind: 'skipcat.linear' | 'skipcat.cat';
   private readonly indexCache = new Map<number, { keep: tf.Tensor; rest: tf.Tensor | null }>();
+  private denseA: tf.Tensor2D | null = null;
 
   constructor(config: LowRankConfig, values?: { a: tf.Tensor | null; b: tf.Tensor; bias?: tf.Tensor }) {
     const cfg = parseLowRankConfig(config.outs.length > 1 ? 'skipcat.cat' : 'skipcat.linear', config);
@@ -173,6 +182,10 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   latent(rows: tf.Tensor2D): tf.Tensor2D {
     const { skip, rank: r, inFeatures: n } = this.config;
     if (!skip) return tf.matMul(rows, this.param('a').variable);
+    if (this.config.inference === 'dense-a') {
+      this.denseA ??= tf.keep(denseInputFactor(this));
+      return tf.matMul(rows, this.denseA);
+    }
     const T = rows.shape[0];
     let xk: tf.Tensor2D;
     let xr: tf.Tensor2D | null;
@@ -199,10 +212,16 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
     return tf.reshape(parts[0] as tf.Tensor, [...lead, outs[0] as number]);
   }
 
+  /** Drops the dense-A cache (call after changing the 'a' parameter in place). */
+  refresh(): void {
+    this.denseA?.dispose();
+    this.denseA = null;
+  }
+
   override flops(x: tf.Tensor): FlopCount {
     const { inFeatures: n, rank: r, skip } = this.config;
     const T = x.size / n;
-    const aRows = skip ? n - r : n;
+    const aRows = skip && this.config.inference === 'gather' ? n - r : n;
     const fwd = 2 * T * aRows * r + (skip && aRows > 0 ? T * r : 0) + 2 * T * r * this.totalOut + (this.config.bias ? T * this.totalOut : 0);
     return { forward: fwd, backward: 2 * fwd };
   }
@@ -213,6 +232,7 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
       e.rest?.dispose();
     }
     this.indexCache.clear();
+    this.refresh();
     super.dispose();
   }
 }

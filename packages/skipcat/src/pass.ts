@@ -31,6 +31,7 @@ export const skipcatOptions = z
     asvdAlpha: z.number().gt(0).max(1).default(0.5),
     maxSamples: z.number().int().min(1).default(128).describe('calibration sequences drawn at most (also capped by ctx.calibration.sampleCap)'),
     fold: z.boolean().default(true).describe("fold down's Skip permutation into gate/up outputs (slices instead of gathers)"),
+    inference: z.enum(['gather', 'dense-a']).default('gather').describe("Skip latent at run time: gatherND/slices + A′ (fewest MACs) or one matMul with Ã = Π[I | A′]ᵀ (fewest ops)"),
   })
   .strict();
 
@@ -266,6 +267,7 @@ function factorise(u: Unit, o: SkipcatOptions, cal: Calibration, perms: Map<stri
     skip: skipCfg,
     outputPerms: u.members.map(() => null),
     method: o.method,
+    inference: o.inference,
   };
   info['params'] = unitParams(r, n, M, u.skip);
   info['dense'] = n * M;

@@ -8,6 +8,7 @@ import {
   Rng,
   cloneModel,
   createRunContext,
+  measureFlops,
   rawFromFloat32,
   rawToFloat32,
   serializeSafetensors,
@@ -19,6 +20,7 @@ import { Linear } from '@leanpass/nn';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { llamaConfig, llamaConfigFromHf, llamaLinearParams, llamaParamCount, type LlamaConfig } from './config.js';
 import { bitsPerByte, continuationLogLikelihood, continuationTask, decodeLatency, multipleChoiceAccuracy, targetLogProbs, unigramBitsPerByte } from './eval.js';
+import { fortunesCorpus, fortunesStream } from './fortunes.js';
 import { generate } from './generate.js';
 import { hfLlamaTensors, loadHfLlama } from './hf.js';
 import { LLAMA_CACHE_KEY, createLlama, llamaCacheLength, type Llama } from './model.js';
@@ -273,6 +275,21 @@ describe('llama forward', () => {
     m.dispose();
   });
 
+  it('reports analytic FLOPs per path: 2·tokens·params for every linear', () => {
+    const m = createLlama(SMALL, { seed: 11 });
+    const { byPath } = measureFlops(m, (ctx) => m.call(tf.zeros([2, 5], 'int32'), ctx));
+    const tokens = 10;
+    let linear = 0;
+    for (const [path, mod] of m.select({ kinds: ['linear'] })) {
+      const f = byPath.get(path);
+      expect(f?.forward).toBe(2 * tokens * mod.paramCount());
+      linear += f?.forward ?? 0;
+    }
+    expect(linear).toBe(2 * tokens * (llamaLinearParams(SMALL) + 16 * 23));
+    expect(byPath.get('layers.0.attn')?.forward).toBeGreaterThan(0);
+    m.dispose();
+  });
+
   it('rejects ids that are not int32 [B, T]', () => {
     const m = createLlama(SMALL, { seed: 5 });
     expect(() => m.call(tf.tensor2d([[1, 2]], [1, 2], 'float32'), createRunContext())).toThrow(/int32 token ids/);
@@ -507,5 +524,20 @@ describe('llama on wasm', () => {
     } finally {
       await useBackend('cpu');
     }
+  });
+});
+
+describe('fortunes helpers', () => {
+  it('split a fortunes directory by record, memoised, as @leanpass/data does', () => {
+    const dir = tempDir();
+    const records = Array.from({ length: 60 }, (_, i) => `fortune number ${i}: ${'x'.repeat(i % 7)}`);
+    writeFileSync(join(dir, 'test'), records.join('\n%\n') + '\n');
+    const c = fortunesCorpus({ dir });
+    expect(fortunesCorpus({ dir })).toBe(c);
+    const total = c.splits.train.length + c.splits.val.length + c.splits.test.length;
+    expect(total).toBe(60);
+    const val = fortunesStream('val', { dir });
+    const expected = c.splits.val.map((r) => Buffer.from(r).toString() + '\n%\n').join('');
+    expect(Buffer.from(val).toString()).toBe(expected);
   });
 });

@@ -63,7 +63,7 @@ export function poolMix(t: tf.Tensor, grid: readonly [number, number]): tf.Tenso
     const inv = inverseCounts(H, W, C);
     const y = tf.sub(tf.reshape(tf.mul(boxSum3(x, B, H, W, C), inv), [B, H * W, C]), x);
     return {
-      value: y as tf.Tensor3D,
+      value: y,
       gradFunc: (dy: tf.Tensor) => {
         const invB = inverseCounts(H, W, C);
         const scaled = tf.mul(tf.reshape(dy, [B, H, W * C]), invB);

@@ -112,7 +112,7 @@ export interface VitPoolMixerConfig extends JsonObject {
 export class VitPoolMixer extends Module<tf.Tensor, tf.Tensor, VitPoolMixerConfig> {
   readonly kind = 'vit.pool-mixer';
   constructor(config: { grid: [number, number] }) {
-    const grid = gridAt('vit.pool-mixer', config as unknown as JsonObject, 'grid');
+    const grid = gridAt('vit.pool-mixer', config, 'grid');
     super({ grid, extraTokens: 0 });
   }
   forward(t: tf.Tensor, _ctx: RunContext): tf.Tensor {
@@ -373,7 +373,7 @@ export class ViT extends Module<tf.Tensor, tf.Tensor, ViTConfig> {
     // mean pooling over the final grid: one add per element forward, one scale per element backward
     const { inputSize, patchSize, dims } = this.config;
     const tokens = (inputSize / patchSize / 2) ** 2;
-    const elems = (x.shape[0] as number) * tokens * dims[1];
+    const elems = x.shape[0] * tokens * dims[1];
     return { forward: elems, backward: elems };
   }
 }
@@ -381,7 +381,7 @@ export class ViT extends Module<tf.Tensor, tf.Tensor, ViTConfig> {
 /** Builds a seeded ViT-tiny (§2.1: 281,722 parameters with 10 classes). */
 export function buildVitTiny(opts: { numClasses?: number; seed?: number } & Partial<ViTConfig> = {}): ViT {
   const { seed, ...rest } = opts;
-  return new ViT(vitTinyConfig(rest as Partial<ViTConfig>), { rng: new Rng(seed ?? 0) });
+  return new ViT(vitTinyConfig(rest), { rng: new Rng(seed ?? 0) });
 }
 
 /**
@@ -400,7 +400,7 @@ export function replaceHead(model: ViT, numClasses: number, seed: number): Linea
 
 /** A module's `grid`/`extraTokens` config, when it has them. */
 function ownGrid(m: AnyModule): { grid: [number, number]; extraTokens: number } | undefined {
-  const cfg = m.config as JsonObject;
+  const cfg = m.config;
   const g = cfg['grid'];
   if (!Array.isArray(g) || g.length !== 2) return undefined;
   const extra = cfg['extraTokens'];
@@ -424,7 +424,7 @@ export function tokenGridOf(model: AnyModule, path: string): { grid: [number, nu
 
 // ---------------------------------------------------------------- registry
 
-registry.register('vit', (cfg, init) => new ViT(cfg as Partial<ViTConfig>, init));
+registry.register('vit', (cfg, init) => new ViT(cfg, init));
 registry.register('vit.patch-embed', (cfg, init) => new VitPatchEmbed(cfg as unknown as VitPatchEmbedConfig, init));
 registry.register('vit.pool-mixer', (cfg) => new VitPoolMixer(cfg as unknown as VitPoolMixerConfig));
 registry.register('vit.block', (cfg, init) => new VitBlock(cfg as unknown as VitBlockOptions, init));

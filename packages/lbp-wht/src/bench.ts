@@ -1,0 +1,456 @@
+/**
+ * `@leanpass/lbp-wht/bench`: the benchmark and the demo of the pass (core's PassPackage contract).
+ *
+ * Rows: full backprop (dense) and LBP-WHT LP_L1-r for r = 2, 3, 4 (K = 3, 6, 10), o = 8. Each row holds
+ * - quality: the transfer task (zoo vit-tiny pre-trained on Fashion-MNIST classes 0–4, fine-tuned on
+ *   classes 5–9 with a new head; same data order, epochs and seed for every row), when the checkpoint is
+ *   bundled;
+ * - cost: the measured median training step (forward + backward + AdamW update) of a ViT-S-shaped model
+ *   (width 384, 6 heads, MLP×4, 16×16 grid, seeded random weights) and of the tiny host, all rows timed
+ *   round-robin in one process against a dense baseline whose backward is already flag-free (nn's
+ *   Linear); analytic backward FLOPs of the adapted layers (projections included); bytes the adapted
+ *   layers keep for backward (tape walk).
+ */
+/* eslint-disable @nx/enforce-module-boundaries -- bench-only entry (subpath './bench'): it needs the ViT
+   host, the zoo checkpoint and the trainer; the pass itself (src/index.ts) depends on core and nn only. */
+import { performance } from 'node:perf_hooks';
+import * as tf from '@tensorflow/tfjs';
+import {
+  ConfigError,
+  Module,
+  Rng,
+  createRunContext,
+  machineDescription,
+  savedForBackward,
+  type AnyModule,
+  type BenchOptions,
+  type BenchReport,
+  type BenchRow,
+  type InitContext,
+  type JsonObject,
+  type JsonValue,
+  type RunContext,
+} from '@leanpass/core';
+import { LayerNorm, Linear } from '@leanpass/nn';
+import { VitStage, buildVitTiny, replaceHead, type ViT } from '@leanpass/models';
+import { AdamW, softmaxCrossEntropy } from '@leanpass/train';
+import { listZoo, loadZoo } from '@leanpass/zoo';
+/* eslint-enable @nx/enforce-module-boundaries */
+import { LBP_LINEAR_KIND, lbpFlops, type LbpLinear, type LbpLinearConfig } from './layer.js';
+import { PASS_NAME, PASS_VERSION, optionsSchema, pass, type LbpWhtOptionsInput } from './pass.js';
+import { finetuneVit, loadTransferData, type TransferData } from './transfer.js';
+
+export type { BenchOptions, BenchReport } from '@leanpass/core';
+
+/** The wrapped linears of the ViT-tiny host (data-and-models §2.1): stage-1 MLPs, the merge, stage-2 attention and MLPs. */
+export const VIT_TINY_SELECT = { kinds: ['linear'], include: ['stage1.*.mlp.fc1', 'stage1.*.mlp.fc2', 'merge.reduction', 'stage2.*.attn.*', 'stage2.*.mlp.*'] };
+/** The wrapped linears of the ViT-S-shaped timing model: q/k/v/o and fc1/fc2 of every block. */
+export const VITS_SELECT = { kinds: ['linear'], include: ['stage.*.attn.*', 'stage.*.mlp.*'] };
+
+const RANKS = [2, 3, 4] as const;
+
+function lbpOptions(rank: number, select: JsonObject): LbpWhtOptionsInput {
+  return { order: 8, bases: { type: 'lpL1', rank }, padMode: 'zeroX', select };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The ViT-S-shaped timing model
+
+interface VitSConfig extends JsonObject {
+  dim: number;
+  heads: number;
+  depth: number;
+  grid: [number, number];
+  classes: number;
+}
+
+/**
+ * Tokens [B, 256, 384] → the host's VitStage (attention blocks, MLP×4, each block in its own tidy) →
+ * LayerNorm → mean → linear head. Speed does not depend on the weights: seeded random ones.
+ */
+class VitSTiming extends Module<tf.Tensor, tf.Tensor, VitSConfig> {
+  readonly kind = 'lbp-wht.bench.vits';
+  constructor(config: VitSConfig, init: InitContext) {
+    super(config);
+    this.addChild('stage', new VitStage({ dim: config.dim, depth: config.depth, mixer: 'attention', heads: config.heads, mlpRatio: 4, grid: config.grid }, init));
+    this.addChild('norm', new LayerNorm({ dim: config.dim }));
+    this.addChild('head', new Linear({ inFeatures: config.dim, outFeatures: config.classes }, init));
+  }
+  forward(x: tf.Tensor, ctx: RunContext): tf.Tensor {
+    const h = this.child('norm').call(this.child('stage').call(x, ctx), ctx) as tf.Tensor;
+    return this.child('head').call(tf.mean(h, 1), ctx) as tf.Tensor;
+  }
+}
+
+function vitS(seed: number, depth: number): VitSTiming {
+  return new VitSTiming({ dim: 384, heads: 6, depth, grid: [16, 16], classes: 10 }, { rng: new Rng(seed) });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Measurements
+
+/** One training step (forward, backward, AdamW update) of `model` on a fixed batch; returns the loss. */
+function trainStep(model: AnyModule, x: tf.Tensor, y: tf.Tensor): () => tf.Tensor {
+  const opt = new AdamW({ weightDecay: 1e-5 });
+  const params = new Map<string, tf.Variable>();
+  for (const [path, p] of model.namedParams()) if (p.trainable) params.set(path, p.variable);
+  const byName = new Map([...params].map(([path, v]) => [v.name, path]));
+  const vars = [...params.values()];
+  return () => {
+    const ctx = createRunContext({ mode: 'train' });
+    const { value, grads } = tf.variableGrads(() => softmaxCrossEntropy(model.call(x, ctx) as tf.Tensor, y), vars);
+    const g = new Map<string, tf.Tensor>();
+    for (const [name, t] of Object.entries(grads)) g.set(byName.get(name) as string, t);
+    opt.apply(params, g, 1e-4);
+    tf.dispose(Object.values(grads));
+    ctx.state.dispose();
+    return value;
+  };
+}
+
+/**
+ * Median wall time of each function, timed round-robin (the order rotates every round) after `warmup`
+ * untimed rounds, so that a shared machine's drift hits every arm alike.
+ */
+async function roundRobin(fns: Array<() => tf.Tensor>, warmup: number, repeats: number, signal?: AbortSignal): Promise<number[][]> {
+  const samples = fns.map((): number[] => []);
+  const once = async (i: number): Promise<number> => {
+    const t0 = performance.now();
+    const out = (fns[i] as () => tf.Tensor)();
+    await out.data();
+    const ms = performance.now() - t0;
+    out.dispose();
+    return ms;
+  };
+  for (let r = 0; r < warmup + repeats; r++) {
+    if (signal?.aborted) throw new Error('bench cancelled');
+    for (let k = 0; k < fns.length; k++) {
+      const i = (k + r) % fns.length;
+      const ms = await once(i);
+      if (r >= warmup) (samples[i] as number[]).push(ms);
+    }
+  }
+  return samples;
+}
+
+function median(xs: readonly number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+interface LayerCost {
+  path: string;
+  /** Dense backward FLOPs of this call. */
+  denseBackward: number;
+  /** LBP-WHT backward FLOPs (projections included). */
+  lbpBackward: number;
+  /** Bytes the layer keeps for backward, dense and LBP (tape walk, layer called alone on an input of its shape). */
+  denseSaved: number;
+  lbpSaved: number;
+  inputShape: number[];
+}
+
+/** Per adapted layer: analytic backward FLOPs and bytes kept for backward, dense vs LBP-WHT. */
+function layerCosts(lbpModel: AnyModule, batch: number, paths: readonly string[]): LayerCost[] {
+  return paths.map((path) => {
+    const m = lbpModel.get(path) as LbpLinear;
+    const cfg: LbpLinearConfig = m.config;
+    if (!cfg.grid) throw new ConfigError(`bench: layer '${path}' has no fixed grid`);
+    const shape = [batch, cfg.extraTokens + cfg.grid[0] * cfg.grid[1], cfg.inFeatures];
+    const f = lbpFlops(shape, cfg);
+    const dense = new Linear({ inFeatures: cfg.inFeatures, outFeatures: cfg.outFeatures, bias: cfg.bias }, { rng: new Rng(0) });
+    const inp = tf.randomNormal(shape, 0, 1, 'float32', 1);
+    const train = createRunContext({ mode: 'train' });
+    const lbpSaved = savedForBackward(() => tf.sum<tf.Scalar>(m.call(inp, train)));
+    const denseSaved = savedForBackward(() => tf.sum<tf.Scalar>(dense.call(inp, train)));
+    inp.dispose();
+    dense.dispose();
+    // the op's own node ('forward': the customGrad) — Sum's saved input is the same size in both
+    return { path, denseBackward: f.denseBackward, lbpBackward: f.backward, denseSaved: denseSaved.byKernel['forward'] ?? 0, lbpSaved: lbpSaved.byKernel['forward'] ?? 0, inputShape: shape };
+  });
+}
+
+/** xs[i], which must exist. */
+function at(xs: readonly number[], i: number): number {
+  const v = xs[i];
+  if (v === undefined) throw new RangeError(`index ${i} of ${xs.length}`);
+  return v;
+}
+
+function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
+
+/** Bytes the whole model keeps for backward (one training forward). */
+function modelSaved(model: AnyModule, x: tf.Tensor, y: tf.Tensor): number {
+  const ctx = createRunContext({ mode: 'train' });
+  const s = savedForBackward(() => softmaxCrossEntropy(model.call(x, ctx) as tf.Tensor, y));
+  ctx.state.dispose();
+  return s.bytes;
+}
+
+/** Applies the pass and waits for it to finish. */
+function applyLbp(model: AnyModule, rank: number, select: JsonObject, seed: number): Promise<void> {
+  const options = optionsSchema.parse(lbpOptions(rank, select));
+  return new Promise((resolve, reject) => {
+    pass.apply(model, options, { seed, backend: tf.getBackend() }).subscribe({ error: (e: unknown) => reject(e instanceof Error ? e : new Error(String(e))), complete: () => resolve() });
+  });
+}
+
+function labelsFor(n: number, classes: number, seed: number): tf.Tensor {
+  const rng = new Rng(seed);
+  return tf.tensor1d(Array.from({ length: n }, () => rng.int(classes)), 'int32');
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sections
+
+interface SpeedResult {
+  /** Median step ms per arm: dense, r = 2, 3, 4. */
+  stepMs: number[];
+  samples: number[][];
+  layers: LayerCost[][];
+  modelSavedBytes: number[];
+  shape: string;
+}
+
+async function speedSection(what: 'vits' | 'tiny', o: { quick: boolean; seed: number; log: (m: string) => void; signal?: AbortSignal | undefined }): Promise<SpeedResult> {
+  const vits = what === 'vits';
+  const depth = o.quick ? 2 : 4;
+  const B = vits ? (o.quick ? 4 : 8) : 32;
+  const make = (): AnyModule => (vits ? vitS(o.seed, depth) : buildVitTiny({ numClasses: 5, seed: o.seed }));
+  const select = vits ? VITS_SELECT : VIT_TINY_SELECT;
+  const x = vits ? tf.randomNormal([B, 256, 384], 0, 1, 'float32', o.seed + 1) : tf.randomUniform([B, 32, 32, 1], 0, 1, 'float32', o.seed + 1);
+  const y = labelsFor(B, vits ? 10 : 5, o.seed + 2);
+  const models: AnyModule[] = [make()];
+  for (const r of RANKS) {
+    const m = make();
+    await applyLbp(m, r, select, o.seed);
+    models.push(m);
+  }
+  try {
+    const lbpPaths = [...(models[1] as AnyModule).modules()].filter(([, m]) => m.kind === LBP_LINEAR_KIND).map(([p]) => p);
+    const layers = models.slice(1).map((m) => layerCosts(m, B, lbpPaths));
+    const modelSavedBytes = models.map((m) => modelSaved(m, x, y));
+    const steps = models.map((m) => trainStep(m, x, y));
+    const warmup = o.quick ? 1 : 2;
+    const repeats = vits ? (o.quick ? 4 : 10) : o.quick ? 6 : 15;
+    o.log(`${what}: timing ${models.length} arms, ${warmup} warm-up + ${repeats} rounds, batch ${B}`);
+    const samples = await roundRobin(steps, warmup, repeats, o.signal);
+    const stepMs = samples.map(median);
+    o.log(`${what}: median step ms ${stepMs.map((v) => v.toFixed(0)).join(' / ')} (dense, r = ${RANKS.join(', ')})`);
+    return { stepMs, samples, layers, modelSavedBytes, shape: `[${x.shape.join(', ')}]` };
+  } finally {
+    for (const m of models) m.dispose();
+    tf.dispose([x, y]);
+  }
+}
+
+interface TransferArm {
+  accuracy: number;
+  testLoss: number;
+  medianStepMs: number;
+  steps: number;
+  curve: Array<{ step: number; loss: number }>;
+}
+
+async function transferSection(o: { quick: boolean; seed: number; log: (m: string) => void; signal?: AbortSignal | undefined; ranks: readonly number[]; demo?: boolean }): Promise<{ arms: TransferArm[]; data: JsonObject } | undefined> {
+  if (!listZoo().some((e) => e.name === 'vit-tiny')) {
+    o.log('transfer: zoo checkpoint vit-tiny is not bundled; skipping the accuracy rows');
+    return undefined;
+  }
+  const perClass = o.demo ? 40 : o.quick ? 100 : 1000;
+  const testPerClass = o.demo ? 100 : o.quick ? 200 : undefined;
+  const epochs = o.quick || o.demo ? 1 : 3;
+  const data: TransferData = await loadTransferData({ trainPerClass: perClass, seed: o.seed, ...(testPerClass !== undefined ? { testPerClass } : {}) });
+  const arms: TransferArm[] = [];
+  for (const r of [0, ...o.ranks]) {
+    const model = (await loadZoo('vit-tiny')) as ViT;
+    try {
+      replaceHead(model, 5, o.seed);
+      if (r > 0) await applyLbp(model, r, VIT_TINY_SELECT, o.seed);
+      const res = await finetuneVit(model, { train: data.train, test: data.test, epochs, seed: o.seed, lr: 1e-3, labelSmoothing: 0.1, ...(o.signal ? { signal: o.signal } : {}) });
+      o.log(`transfer ${r === 0 ? 'dense' : `r = ${r}`}: accuracy ${(100 * res.accuracy).toFixed(2)} %, ${res.steps} steps, median step ${res.medianStepMs.toFixed(0)} ms`);
+      arms.push({ accuracy: res.accuracy, testLoss: res.testLoss, medianStepMs: res.medianStepMs, steps: res.steps, curve: res.curve });
+    } finally {
+      model.dispose();
+    }
+  }
+  return { arms, data: { source: data.source, trainImages: data.train.n, testImages: data.test.n, epochs, batchSize: 32, lr: 1e-3, labelSmoothing: 0.1 } };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// bench / demo
+
+function rowLabel(r: number): string {
+  return r === 0 ? 'dense' : `lbp-wht r=${r} (K=${(r * (r + 1)) / 2})`;
+}
+
+/**
+ * The full benchmark (`leanpass bench lbp-wht`). `quick`: ViT-S with 2 blocks at batch 4, the transfer
+ * task on 500 images for 1 epoch (a few minutes on 2 cores).
+ */
+export async function bench(opts: BenchOptions): Promise<BenchReport> {
+  const t0 = performance.now();
+  const log = (m: string): void => opts.log?.(m);
+  const common = { quick: opts.quick, seed: opts.seed, log, signal: opts.signal };
+  opts.progress?.(0, 'timing the ViT-S-shaped model');
+  const vits = await speedSection('vits', common);
+  opts.progress?.(0.3, 'timing the tiny host');
+  const tiny = await speedSection('tiny', common);
+  opts.progress?.(0.45, 'fine-tuning on the transfer task');
+  const transfer = await transferSection({ ...common, ranks: RANKS });
+  opts.progress?.(1, 'done');
+
+  const rows: BenchRow[] = [0, ...RANKS].map((r, i) => {
+    const arm = transfer?.arms[i];
+    const cost: BenchRow['cost'] = {
+      step_ms_vits: at(vits.stepMs, i),
+      step_ms_tiny: at(tiny.stepMs, i),
+    };
+    if (i > 0) {
+      const lt = tiny.layers[i - 1] as LayerCost[];
+      const lv = vits.layers[i - 1] as LayerCost[];
+      cost['flops'] = sum(lt.map((l) => l.lbpBackward));
+      cost['backward_flops_vits'] = sum(lv.map((l) => l.lbpBackward));
+      cost['memory_bytes'] = sum(lt.map((l) => l.lbpSaved));
+      cost['saved_bytes_vits'] = sum(lv.map((l) => l.lbpSaved));
+    } else {
+      const lt = tiny.layers[0] as LayerCost[];
+      const lv = vits.layers[0] as LayerCost[];
+      cost['flops'] = sum(lt.map((l) => l.denseBackward));
+      cost['backward_flops_vits'] = sum(lv.map((l) => l.denseBackward));
+      cost['memory_bytes'] = sum(lt.map((l) => l.denseSaved));
+      cost['saved_bytes_vits'] = sum(lv.map((l) => l.denseSaved));
+    }
+    cost['time_ms'] = at(vits.stepMs, i);
+    cost['model_saved_bytes_tiny'] = tiny.modelSavedBytes[i] as number;
+    cost['model_saved_bytes_vits'] = vits.modelSavedBytes[i] as number;
+    if (arm) cost['finetune_step_ms'] = arm.medianStepMs;
+    const row: BenchRow = {
+      label: rowLabel(r),
+      options: r === 0 ? {} : (lbpOptions(r, VIT_TINY_SELECT)),
+      quality: arm ? { accuracy: 100 * arm.accuracy, test_loss: arm.testLoss } : {},
+      cost,
+    };
+    if (arm) row.extra = { steps: arm.steps };
+    return row;
+  });
+
+  const c = (i: number, k: string): number => (rows[i] as BenchRow).cost[k] as number;
+  const summary: Record<string, number> = {};
+  for (const [i, r] of RANKS.entries()) {
+    const K = (r * (r + 1)) / 2;
+    summary[`backward_flops_ratio_k${K}`] = c(i + 1, 'flops') / c(0, 'flops');
+    summary[`backward_flops_ratio_k${K}_vits`] = c(i + 1, 'backward_flops_vits') / c(0, 'backward_flops_vits');
+    summary[`step_time_ratio_k${K}`] = c(i + 1, 'step_ms_vits') / c(0, 'step_ms_vits');
+    summary[`step_time_ratio_k${K}_tiny`] = c(i + 1, 'step_ms_tiny') / c(0, 'step_ms_tiny');
+    summary[`saved_memory_ratio_k${K}`] = c(i + 1, 'memory_bytes') / c(0, 'memory_bytes');
+    summary[`saved_memory_ratio_k${K}_vits`] = c(i + 1, 'saved_bytes_vits') / c(0, 'saved_bytes_vits');
+    summary[`saved_memory_ratio_k${K}_model_tiny`] = c(i + 1, 'model_saved_bytes_tiny') / c(0, 'model_saved_bytes_tiny');
+    if (transfer) summary[`acc_delta_k${K}`] = (100 * ((transfer.arms[i + 1] as TransferArm).accuracy - (transfer.arms[0] as TransferArm).accuracy));
+  }
+  const extra: Record<string, JsonValue> = {
+    elapsed_s: (performance.now() - t0) / 1000,
+    vits: { model: 'VitStage of attention blocks (dim 384, 6 heads, MLP×4, 16×16 grid) + LN + mean + head, seeded random weights', depth: opts.quick ? 2 : 4, input: vits.shape, step_samples_ms: vits.samples },
+    tiny: { model: 'vit-tiny (seeded random weights for timing)', input: tiny.shape, step_samples_ms: tiny.samples },
+    layers: layersExtra(tiny.layers),
+    transfer: transfer ? transfer.data : { skipped: 'zoo checkpoint vit-tiny not bundled' },
+    notes: [
+      'step times: forward + backward + AdamW update, median of round-robin repeats in one process; the dense baseline uses nn Linear (flag-free matMul gradients)',
+      'flops: analytic backward FLOPs of the adapted layers per training step, projections (x, dy, reverse) counted as the matMul FLOPs they run',
+      'memory_bytes: bytes the adapted layers keep for backward (tape walk, each layer alone); model_saved_bytes: the whole model (shared buffers counted once)',
+    ],
+  };
+  if (transfer) extra['curves'] = curves(transfer.arms, [0, ...RANKS]);
+  return {
+    pass: PASS_NAME,
+    version: PASS_VERSION,
+    host: transfer ? 'zoo:vit-tiny' : 'vit-tiny (random weights) + ViT-S-shaped timing model',
+    backend: tf.getBackend(),
+    machine: machineDescription(),
+    quick: opts.quick,
+    seed: opts.seed,
+    rows,
+    summary,
+    extra,
+  };
+}
+
+function layersExtra(layers: LayerCost[][]): JsonValue[] {
+  const k6 = layers[1] ?? [];
+  return k6.map((l) => ({
+    path: l.path,
+    kind: 'linear',
+    input: l.inputShape,
+    before: { backward_flops: l.denseBackward, saved_bytes: l.denseSaved },
+    after: { backward_flops: l.lbpBackward, saved_bytes: l.lbpSaved },
+  }));
+}
+
+function curves(arms: readonly TransferArm[], ranks: readonly number[]): JsonValue[] {
+  const out: JsonValue[] = [];
+  arms.forEach((a, i) => {
+    for (const p of a.curve) out.push({ series: rowLabel(ranks[i] as number), step: p.step, value: p.loss });
+  });
+  return out;
+}
+
+/**
+ * The demo (`leanpass demo`): dense vs LBP-WHT r = 3 (K = 6) on the tiny host — a short fine-tune on the
+ * transfer task when the zoo checkpoint is bundled, the step-time and saved-bytes comparison, per-layer
+ * savings in `extra.layers` and the training curves in `extra.curves`.
+ */
+export async function demo(opts: BenchOptions): Promise<BenchReport> {
+  const log = (m: string): void => opts.log?.(m);
+  const t0 = performance.now();
+  const B = 32;
+  const x = tf.randomUniform([B, 32, 32, 1], 0, 1, 'float32', opts.seed + 1);
+  const y = labelsFor(B, 5, opts.seed + 2);
+  const dense = buildVitTiny({ numClasses: 5, seed: opts.seed });
+  const lbp = buildVitTiny({ numClasses: 5, seed: opts.seed });
+  let layers: LayerCost[];
+  let stepMs: number[];
+  let saved: number[];
+  try {
+    await applyLbp(lbp, 3, VIT_TINY_SELECT, opts.seed);
+    const paths = [...lbp.modules()].filter(([, m]) => m.kind === LBP_LINEAR_KIND).map(([p]) => p);
+    layers = layerCosts(lbp, B, paths);
+    saved = [modelSaved(dense, x, y), modelSaved(lbp, x, y)];
+    opts.progress?.(0.1, 'timing');
+    stepMs = (await roundRobin([trainStep(dense, x, y), trainStep(lbp, x, y)], 1, 5, opts.signal)).map(median);
+  } finally {
+    dense.dispose();
+    lbp.dispose();
+    tf.dispose([x, y]);
+  }
+  opts.progress?.(0.3, 'fine-tuning');
+  const transfer = await transferSection({ quick: true, seed: opts.seed, log, signal: opts.signal, ranks: [3], demo: true });
+  opts.progress?.(1, 'done');
+  const rows: BenchRow[] = [0, 3].map((r, i) => {
+    const arm = transfer?.arms[i];
+    const cost: BenchRow['cost'] = {
+      time_ms: at(stepMs, i),
+      flops: sum(layers.map((l) => (i === 0 ? l.denseBackward : l.lbpBackward))),
+      memory_bytes: sum(layers.map((l) => (i === 0 ? l.denseSaved : l.lbpSaved))),
+      model_saved_bytes: saved[i] as number,
+    };
+    const quality: Record<string, number> = arm ? { accuracy: 100 * arm.accuracy, test_loss: arm.testLoss } : {};
+    return { label: rowLabel(r), options: r === 0 ? {} : (lbpOptions(r, VIT_TINY_SELECT)), quality, cost };
+  });
+  const c = (i: number, k: string): number => (rows[i] as BenchRow).cost[k] as number;
+  const summary: Record<string, number> = {
+    backward_flops_ratio_k6: c(1, 'flops') / c(0, 'flops'),
+    saved_memory_ratio_k6: c(1, 'memory_bytes') / c(0, 'memory_bytes'),
+    step_time_ratio_k6_tiny: c(1, 'time_ms') / c(0, 'time_ms'),
+  };
+  if (transfer) summary['acc_delta_k6'] = 100 * ((transfer.arms[1] as TransferArm).accuracy - (transfer.arms[0] as TransferArm).accuracy);
+  const extra: Record<string, JsonValue> = {
+    elapsed_s: (performance.now() - t0) / 1000,
+    layers: layers.map((l) => ({ path: l.path, kind: 'linear', input: l.inputShape, before: { backward_flops: l.denseBackward, saved_bytes: l.denseSaved }, after: { backward_flops: l.lbpBackward, saved_bytes: l.lbpSaved } })),
+    transfer: transfer ? transfer.data : { skipped: 'zoo checkpoint vit-tiny not bundled' },
+  };
+  if (transfer) extra['curves'] = curves(transfer.arms, [0, 3]);
+  return { pass: PASS_NAME, version: PASS_VERSION, host: transfer ? 'zoo:vit-tiny' : 'vit-tiny (random weights)', backend: tf.getBackend(), machine: machineDescription(), quick: true, seed: opts.seed, rows, summary, extra };
+}
