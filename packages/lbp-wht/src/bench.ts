@@ -153,21 +153,29 @@ interface LayerCost {
 
 /** Per adapted layer: analytic backward FLOPs and bytes kept for backward, dense vs LBP-WHT. */
 function layerCosts(lbpModel: AnyModule, batch: number, paths: readonly string[]): LayerCost[] {
+  // Saved bytes depend only on the shapes and the bases: measure each distinct layer once.
+  const memo = new Map<string, { dense: number; lbp: number }>();
   return paths.map((path) => {
     const m = lbpModel.get(path) as LbpLinear;
     const cfg: LbpLinearConfig = m.config;
     if (!cfg.grid) throw new ConfigError(`bench: layer '${path}' has no fixed grid`);
     const shape = [batch, cfg.extraTokens + cfg.grid[0] * cfg.grid[1], cfg.inFeatures];
     const f = lbpFlops(shape, cfg);
-    const dense = new Linear({ inFeatures: cfg.inFeatures, outFeatures: cfg.outFeatures, bias: cfg.bias }, { rng: new Rng(0) });
-    const inp = tf.randomNormal(shape, 0, 1, 'float32', 1);
-    const train = createRunContext({ mode: 'train' });
-    const lbpSaved = savedForBackward(() => tf.sum<tf.Scalar>(m.call(inp, train)));
-    const denseSaved = savedForBackward(() => tf.sum<tf.Scalar>(dense.call(inp, train)));
-    inp.dispose();
-    dense.dispose();
-    // the op's own node ('forward': the customGrad) — Sum's saved input is the same size in both
-    return { path, denseBackward: f.denseBackward, lbpBackward: f.backward, denseSaved: denseSaved.byKernel['forward'] ?? 0, lbpSaved: lbpSaved.byKernel['forward'] ?? 0, inputShape: shape };
+    const key = JSON.stringify([shape, cfg.outFeatures, cfg.bias, cfg.order, cfg.bases, cfg.padMode]);
+    let saved = memo.get(key);
+    if (!saved) {
+      const dense = new Linear({ inFeatures: cfg.inFeatures, outFeatures: cfg.outFeatures, bias: cfg.bias }, { rng: new Rng(0) });
+      const inp = tf.randomNormal(shape, 0, 1, 'float32', 1);
+      const train = createRunContext({ mode: 'train' });
+      // the op's own tape node ('forward': the customGrad); Sum's saved input is the same size in both
+      const lbpSaved = savedForBackward(() => tf.sum<tf.Scalar>(m.call(inp, train))).byKernel['forward'] ?? 0;
+      const denseSaved = savedForBackward(() => tf.sum<tf.Scalar>(dense.call(inp, train))).byKernel['forward'] ?? 0;
+      inp.dispose();
+      dense.dispose();
+      saved = { dense: denseSaved, lbp: lbpSaved };
+      memo.set(key, saved);
+    }
+    return { path, denseBackward: f.denseBackward, lbpBackward: f.backward, denseSaved: saved.dense, lbpSaved: saved.lbp, inputShape: shape };
   });
 }
 
@@ -232,10 +240,11 @@ async function speedSection(what: 'vits' | 'tiny', o: { quick: boolean; seed: nu
   try {
     const lbpPaths = [...(models[1] as AnyModule).modules()].filter(([, m]) => m.kind === LBP_LINEAR_KIND).map(([p]) => p);
     const layers = models.slice(1).map((m) => layerCosts(m, B, lbpPaths));
-    const modelSavedBytes = models.map((m) => modelSaved(m, x, y));
+    // the whole-model tape walk runs a full forward and backward per arm: skip it for ViT-S in quick mode
+    const modelSavedBytes = vits && o.quick ? [] : models.map((m) => modelSaved(m, x, y));
     const steps = models.map((m) => trainStep(m, x, y));
     const warmup = o.quick ? 1 : 2;
-    const repeats = vits ? (o.quick ? 4 : 10) : o.quick ? 6 : 15;
+    const repeats = vits ? (o.quick ? 4 : 10) : o.quick ? 4 : 15;
     o.log(`${what}: timing ${models.length} arms, ${warmup} warm-up + ${repeats} rounds, batch ${B}`);
     const samples = await roundRobin(steps, warmup, repeats, o.signal);
     const stepMs = samples.map(median);
@@ -248,6 +257,8 @@ async function speedSection(what: 'vits' | 'tiny', o: { quick: boolean; seed: nu
 }
 
 interface TransferArm {
+  /** 0 for dense. */
+  rank: number;
   accuracy: number;
   testLoss: number;
   medianStepMs: number;
@@ -261,7 +272,7 @@ async function transferSection(o: { quick: boolean; seed: number; log: (m: strin
     return undefined;
   }
   const perClass = o.demo ? 40 : o.quick ? 100 : 1000;
-  const testPerClass = o.demo ? 100 : o.quick ? 200 : undefined;
+  const testPerClass = o.demo ? 100 : o.quick ? 100 : undefined;
   const epochs = o.quick || o.demo ? 1 : 3;
   const data: TransferData = await loadTransferData({ trainPerClass: perClass, seed: o.seed, ...(testPerClass !== undefined ? { testPerClass } : {}) });
   const arms: TransferArm[] = [];
@@ -272,7 +283,7 @@ async function transferSection(o: { quick: boolean; seed: number; log: (m: strin
       if (r > 0) await applyLbp(model, r, VIT_TINY_SELECT, o.seed);
       const res = await finetuneVit(model, { train: data.train, test: data.test, epochs, seed: o.seed, lr: 1e-3, labelSmoothing: 0.1, ...(o.signal ? { signal: o.signal } : {}) });
       o.log(`transfer ${r === 0 ? 'dense' : `r = ${r}`}: accuracy ${(100 * res.accuracy).toFixed(2)} %, ${res.steps} steps, median step ${res.medianStepMs.toFixed(0)} ms`);
-      arms.push({ accuracy: res.accuracy, testLoss: res.testLoss, medianStepMs: res.medianStepMs, steps: res.steps, curve: res.curve });
+      arms.push({ rank: r, accuracy: res.accuracy, testLoss: res.testLoss, medianStepMs: res.medianStepMs, steps: res.steps, curve: res.curve });
     } finally {
       model.dispose();
     }
@@ -300,11 +311,12 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
   opts.progress?.(0.3, 'timing the tiny host');
   const tiny = await speedSection('tiny', common);
   opts.progress?.(0.45, 'fine-tuning on the transfer task');
-  const transfer = await transferSection({ ...common, ranks: RANKS });
+  // quick: the K = 6 arm only (as the spec's quick plan); full: r = 2, 3, 4
+  const transfer = await transferSection({ ...common, ranks: opts.quick ? [3] : RANKS });
   opts.progress?.(1, 'done');
 
   const rows: BenchRow[] = [0, ...RANKS].map((r, i) => {
-    const arm = transfer?.arms[i];
+    const arm = transfer?.arms.find((a) => a.rank === r);
     const cost: BenchRow['cost'] = {
       step_ms_vits: at(vits.stepMs, i),
       step_ms_tiny: at(tiny.stepMs, i),
@@ -325,8 +337,8 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
       cost['saved_bytes_vits'] = sum(lv.map((l) => l.denseSaved));
     }
     cost['time_ms'] = at(vits.stepMs, i);
-    cost['model_saved_bytes_tiny'] = tiny.modelSavedBytes[i] as number;
-    cost['model_saved_bytes_vits'] = vits.modelSavedBytes[i] as number;
+    cost['model_saved_bytes_tiny'] = at(tiny.modelSavedBytes, i);
+    if (vits.modelSavedBytes.length) cost['model_saved_bytes_vits'] = at(vits.modelSavedBytes, i);
     if (arm) cost['finetune_step_ms'] = arm.medianStepMs;
     const row: BenchRow = {
       label: rowLabel(r),
@@ -349,7 +361,10 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
     summary[`saved_memory_ratio_k${K}`] = c(i + 1, 'memory_bytes') / c(0, 'memory_bytes');
     summary[`saved_memory_ratio_k${K}_vits`] = c(i + 1, 'saved_bytes_vits') / c(0, 'saved_bytes_vits');
     summary[`saved_memory_ratio_k${K}_model_tiny`] = c(i + 1, 'model_saved_bytes_tiny') / c(0, 'model_saved_bytes_tiny');
-    if (transfer) summary[`acc_delta_k${K}`] = (100 * ((transfer.arms[i + 1] as TransferArm).accuracy - (transfer.arms[0] as TransferArm).accuracy));
+    if (vits.modelSavedBytes.length) summary[`saved_memory_ratio_k${K}_model_vits`] = c(i + 1, 'model_saved_bytes_vits') / c(0, 'model_saved_bytes_vits');
+    const arm = transfer?.arms.find((a) => a.rank === r);
+    const base = transfer?.arms.find((a) => a.rank === 0);
+    if (arm && base) summary[`acc_delta_k${K}`] = 100 * (arm.accuracy - base.accuracy);
   }
   const extra: Record<string, JsonValue> = {
     elapsed_s: (performance.now() - t0) / 1000,
@@ -363,7 +378,7 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
       'memory_bytes: bytes the adapted layers keep for backward (tape walk, each layer alone); model_saved_bytes: the whole model (shared buffers counted once)',
     ],
   };
-  if (transfer) extra['curves'] = curves(transfer.arms, [0, ...RANKS]);
+  if (transfer) extra['curves'] = curves(transfer.arms);
   return {
     pass: PASS_NAME,
     version: PASS_VERSION,
@@ -389,11 +404,9 @@ function layersExtra(layers: LayerCost[][]): JsonValue[] {
   }));
 }
 
-function curves(arms: readonly TransferArm[], ranks: readonly number[]): JsonValue[] {
+function curves(arms: readonly TransferArm[]): JsonValue[] {
   const out: JsonValue[] = [];
-  arms.forEach((a, i) => {
-    for (const p of a.curve) out.push({ series: rowLabel(ranks[i] as number), step: p.step, value: p.loss });
-  });
+  for (const a of arms) for (const p of a.curve) out.push({ series: rowLabel(a.rank), step: p.step, value: p.loss });
   return out;
 }
 
@@ -429,7 +442,7 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
   const transfer = await transferSection({ quick: true, seed: opts.seed, log, signal: opts.signal, ranks: [3], demo: true });
   opts.progress?.(1, 'done');
   const rows: BenchRow[] = [0, 3].map((r, i) => {
-    const arm = transfer?.arms[i];
+    const arm = transfer?.arms.find((a) => a.rank === r);
     const cost: BenchRow['cost'] = {
       time_ms: at(stepMs, i),
       flops: sum(layers.map((l) => (i === 0 ? l.denseBackward : l.lbpBackward))),
@@ -451,6 +464,6 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
     layers: layers.map((l) => ({ path: l.path, kind: 'linear', input: l.inputShape, before: { backward_flops: l.denseBackward, saved_bytes: l.denseSaved }, after: { backward_flops: l.lbpBackward, saved_bytes: l.lbpSaved } })),
     transfer: transfer ? transfer.data : { skipped: 'zoo checkpoint vit-tiny not bundled' },
   };
-  if (transfer) extra['curves'] = curves(transfer.arms, [0, 3]);
+  if (transfer) extra['curves'] = curves(transfer.arms);
   return { pass: PASS_NAME, version: PASS_VERSION, host: transfer ? 'zoo:vit-tiny' : 'vit-tiny (random weights)', backend: tf.getBackend(), machine: machineDescription(), quick: true, seed: opts.seed, rows, summary, extra };
 }

@@ -30,7 +30,7 @@ import {
 import { corpusStream, createWindowSampler, loadFortunes, type TextCorpus } from '@leanpass/data';
 import { mat, type Mat } from '@leanpass/linalg';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- the bench runs on the LLaMA host; library code (src/index.ts) never imports models
-import { bitsPerByte, continuationTask, createLlama, decodeLatency, multipleChoiceAccuracy, type LlamaConfigInput } from '@leanpass/models';
+import { bitsPerByte, continuationTask, createLlama, multipleChoiceAccuracy, type LlamaConfigInput } from '@leanpass/models';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- the bench loads the zoo checkpoint; library code (src/index.ts) never imports zoo
 import { loadZoo } from '@leanpass/zoo';
 import { skipSplit, solveRank, spectrum, truncate, type Method } from './math.js';
@@ -174,12 +174,13 @@ async function compressHost(host: Host, method: Method, ratio: number, calWindow
   return { model, report: report as PassReport, ms: performance.now() - t0 };
 }
 
-async function loadHost(): Promise<Host> {
-  let model: AnyModule;
-  try {
-    model = await loadZoo('llama-tiny');
-  } catch (e) {
-    throw new ConfigError(`the SkipCat bench needs the zoo checkpoint llama-tiny (train it with tools/zoo/train-llama-tiny.ts): ${(e as Error).message}`);
+async function loadHost(model?: AnyModule): Promise<Host> {
+  if (!model) {
+    try {
+      model = await loadZoo('llama-tiny');
+    } catch (e) {
+      throw new ConfigError(`the SkipCat bench needs the zoo checkpoint llama-tiny (train it with tools/zoo/train-llama-tiny.ts): ${(e as Error).message}`);
+    }
   }
   const corpus = loadFortunes();
   return { model, corpus, test: corpusStream(corpus, 'test'), train: corpusStream(corpus, 'train') };
@@ -244,8 +245,8 @@ export async function compareDecode(dense: AnyModule, variant: AnyModule, opts: 
         const ms = performance.now() - t0;
         const cu = process.cpuUsage(c0);
         if (i >= opts.warmup) {
-          wall[k].push(ms);
-          cpu[k].push((cu.user + cu.system) / 1000);
+          (wall[k] as number[]).push(ms);
+          (cpu[k] as number[]).push((cu.user + cu.system) / 1000);
         }
       }
     }
@@ -261,7 +262,7 @@ export async function compareDecode(dense: AnyModule, variant: AnyModule, opts: 
 }
 
 /** Decode ratio on a SmolLM-135M-shaped model with random weights at the solved ranks (decoder stack). */
-export async function smollmDecode(opts: { seed: number; quick: boolean }, layers: number, ratio: number, inference: 'gather' | 'dense-a' = 'gather'): Promise<DecodeComparison & { layers: number; params: { dense: number; compressed: number } }> {
+export async function smollmDecode(opts: { seed: number; quick: boolean }, layers: number, ratio: number, inference: 'gather' | 'dense-a' | 'auto' = 'auto'): Promise<DecodeComparison & { layers: number; params: { dense: number; compressed: number } }> {
   const shape = { ...SMOLLM_135M_SHAPE, num_hidden_layers: layers };
   const dense = createLlama(shape, { seed: opts.seed });
   const comp = createLlama(shape, { seed: opts.seed });
@@ -314,9 +315,17 @@ function rowFor(label: string, options: JsonObject, q: Quality, cost: Record<str
 
 /** The full comparison (see the module comment). `quick`: fewer calibration/eval windows, fewer timing rounds. */
 export async function bench(opts: BenchOptions): Promise<BenchReport> {
+  return benchOn(undefined, opts);
+}
+
+/**
+ * The bench on a given byte-level LLaMA-architecture model (default: the zoo's llama-tiny, loaded and
+ * disposed here; a given model is disposed too).
+ */
+export async function benchOn(model: AnyModule | undefined, opts: BenchOptions, hostLabel = 'zoo:llama-tiny'): Promise<BenchReport> {
   const log = opts.log ?? ((): void => undefined);
   const progress = opts.progress ?? ((): void => undefined);
-  const host = await loadHost();
+  const host = await loadHost(model);
   const calWindows = opts.quick ? 32 : 128;
   const rows: BenchRow[] = [];
   const ppl: Record<string, number> = {};
@@ -356,7 +365,7 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
     const sc40 = rows.find((r) => r.label === 'skipcat ratio=0.4');
     if (sc40) sc40.cost.time_ms = tiny.variantMs;
     progress(0.8, 'decode timing (SmolLM-135M shape)');
-    const smol = await smollmDecode(opts, SMOLLM_135M_SHAPE.num_hidden_layers as number, 0.4);
+    const smol = await smollmDecode(opts, SMOLLM_135M_SHAPE.num_hidden_layers, 0.4);
     log(`SmolLM-135M-shaped decode (${smol.layers} layers): dense ${smol.denseMs.toFixed(2)} ms, skipcat 40 % ${smol.variantMs.toFixed(2)} ms (wall ${smol.ratio.toFixed(3)}, cpu ${smol.cpuRatio.toFixed(3)})`);
     progress(0.9, 'decomposition timings');
     const dec = decompositionTimes(opts.seed);
@@ -380,7 +389,7 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
     return {
       pass: PASS_NAME,
       version: PASS_VERSION,
-      host: 'zoo:llama-tiny',
+      host: hostLabel,
       backend: opts.backend,
       machine: machineDescription(),
       quick: opts.quick,

@@ -30,11 +30,12 @@ export interface LowRankConfig extends JsonObject {
   /** The method that built it (informational). */
   method: string;
   /**
-   * How a Skip unit forms its latent at run time: 'gather' (x_keep + x_rest·A′ᵀ, gatherND or slices)
-   * or 'dense-a' (one matMul x·Ã with Ã = Π[I | A′]ᵀ built from the stored A′ on first use: more
-   * MACs, fewer ops; the stored parameters are the same).
+   * How a Skip unit forms its latent at run time: 'gather' (x_keep + x_rest·A′ᵀ, gatherND or slices:
+   * fewest MACs), 'dense-a' (one matMul x·Ã with Ã = Π[I | A′]ᵀ built from the stored A′ on first
+   * use: r² more MACs, three ops fewer; the stored parameters are the same), or 'auto' (dense-a for
+   * at most AUTO_DENSE_A_ROWS rows — batch-1 decoding, where op dispatch dominates — else gather).
    */
-  inference: 'gather' | 'dense-a';
+  inference: 'gather' | 'dense-a' | 'auto';
 }
 
 export interface SliceConfig extends JsonObject {
@@ -44,6 +45,9 @@ export interface SliceConfig extends JsonObject {
   inFeatures: number;
   outFeatures: number;
 }
+
+/** 'auto' inference uses the dense-A latent up to this many rows. */
+export const AUTO_DENSE_A_ROWS = 16;
 
 interface GroupEntry {
   dataId: object;
@@ -109,7 +113,7 @@ export function parseLowRankConfig(kind: string, cfg: JsonObject): LowRankConfig
   });
   const method = typeof cfg['method'] === 'string' ? cfg['method'] : 'skipcat';
   const inf = cfg['inference'] ?? 'gather';
-  if (inf !== 'gather' && inf !== 'dense-a') throw new ConfigError(`${kind}: expected config.inference to be 'gather' or 'dense-a', found ${JSON.stringify(inf)}`);
+  if (inf !== 'gather' && inf !== 'dense-a' && inf !== 'auto') throw new ConfigError(`${kind}: expected config.inference to be 'gather', 'dense-a' or 'auto', found ${JSON.stringify(inf)}`);
   return { inFeatures, outs, names, rank, bias, group, skip, outputPerms, method, inference: inf };
 }
 
@@ -182,11 +186,11 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   latent(rows: tf.Tensor2D): tf.Tensor2D {
     const { skip, rank: r, inFeatures: n } = this.config;
     if (!skip) return tf.matMul(rows, this.param('a').variable);
-    if (this.config.inference === 'dense-a') {
+    const T = rows.shape[0];
+    if (this.config.inference === 'dense-a' || (this.config.inference === 'auto' && T <= AUTO_DENSE_A_ROWS)) {
       this.denseA ??= tf.keep(denseInputFactor(this));
       return tf.matMul(rows, this.denseA);
     }
-    const T = rows.shape[0];
     let xk: tf.Tensor2D;
     let xr: tf.Tensor2D | null;
     if (skip.inputPermuted) {
@@ -221,8 +225,9 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   override flops(x: tf.Tensor): FlopCount {
     const { inFeatures: n, rank: r, skip } = this.config;
     const T = x.size / n;
-    const aRows = skip && this.config.inference === 'gather' ? n - r : n;
-    const fwd = 2 * T * aRows * r + (skip && aRows > 0 ? T * r : 0) + 2 * T * r * this.totalOut + (this.config.bias ? T * this.totalOut : 0);
+    const dA = this.config.inference === 'dense-a' || (this.config.inference === 'auto' && T <= AUTO_DENSE_A_ROWS);
+    const aRows = skip && !dA ? n - r : n;
+    const fwd = 2 * T * aRows * r + (skip && !dA && aRows > 0 ? T * r : 0) + 2 * T * r * this.totalOut + (this.config.bias ? T * this.totalOut : 0);
     return { forward: fwd, backward: 2 * fwd };
   }
 

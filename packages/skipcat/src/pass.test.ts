@@ -107,11 +107,16 @@ describe('@leanpass/skipcat on a LLaMA-shaped toy LM', () => {
     const x = ids(6);
     const a = makeToyLm(CFG, 1);
     const b = makeToyLm(CFG, 1);
-    await apply(a, { ratio: 0.3, fold: true });
-    await apply(b, { ratio: 0.3, fold: false });
+    await apply(a, { ratio: 0.3, fold: true, inference: 'gather' });
+    await apply(b, { ratio: 0.3, fold: false, inference: 'gather' });
     expect((a.get('layer0.mlp.down') as LowRankLinear).config.skip?.inputPermuted).toBe(true);
     expect((b.get('layer0.mlp.down') as LowRankLinear).config.skip?.inputPermuted).toBe(false);
     expect(relDiff(logits(a, x), logits(b, x))).toBeLessThan(1e-5);
+    // The dense-A run-time path (and 'auto', which picks it for few rows) gives the same logits.
+    const c = makeToyLm(CFG, 1);
+    await apply(c, { ratio: 0.3, fold: true, inference: 'dense-a' });
+    expect(relDiff(logits(c, x), logits(a, x))).toBeLessThan(1e-5);
+    c.dispose();
     // Dense-A: h = x·Ã equals the gathered latent.
     const o = b.get('layer1.attn.o') as LowRankLinear;
     tf.tidy(() => {
