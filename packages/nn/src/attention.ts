@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
-import { reshapeNoSave, splitRows, transposeLast2 } from './ops/dense.js';
+import { matMulRaw, reshapeNoSave, splitRows, transposeLast2 } from './ops/dense.js';
 import { Linear } from './linear.js';
 import { boolOr, customOp, positiveInt } from './util.js';
 
@@ -52,6 +52,7 @@ export function scaledDotProductAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tens
     return tf.reshape(tf.softmax(tf.add(tf.reshape(s, [B, H, N, T]), mask)), s.shape);
   };
 
+  const mm = matMulRaw;
   const op = customOp((inputs, save) => {
     const [qi, ki, vi] = inputs as [tf.Tensor, tf.Tensor, tf.Tensor];
     const qsc = tf.mul(qi, scale);
@@ -60,10 +61,10 @@ export function scaledDotProductAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tens
     if (strategy === 'loop') {
       const qs = splitRows(tf.reshape(qsc, [G * R, d]), G);
       const kts = splitRows(tf.reshape(transposeLast2(ki), [G * d, T]), G);
-      p = softmaxMasked(tf.concat(qs.map((x, i) => tf.matMul(x as tf.Tensor2D, kts[i] as tf.Tensor2D)), 0));
+      p = softmaxMasked(tf.concat(qs.map((x, i) => mm(x, kts[i] as tf.Tensor)), 0));
       const ps = splitRows(p, G);
       const vs = splitRows(tf.reshape(vi, [G * T, d]), G);
-      o = tf.concat(ps.map((x, i) => tf.matMul(x as tf.Tensor2D, vs[i] as tf.Tensor2D)), 0);
+      o = tf.concat(ps.map((x, i) => mm(x, vs[i] as tf.Tensor)), 0);
     } else {
       const s = tf.matMul(tf.reshape(qsc, [G, R, d]), transposeLast2(tf.reshape(ki, [G, T, d])));
       p = softmaxMasked(s);
@@ -80,16 +81,16 @@ export function scaledDotProductAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tens
         if (strategy === 'loop') {
           const dos = splitRows(tf.reshape(dy, [G * R, d]), G);
           const vts = splitRows(tf.reshape(transposeLast2(sv), [G * d, T]), G);
-          const dp = tf.concat(dos.map((x, i) => tf.matMul(x as tf.Tensor2D, vts[i] as tf.Tensor2D)), 0);
+          const dp = tf.concat(dos.map((x, i) => mm(x, vts[i] as tf.Tensor)), 0);
           const pts = splitRows(tf.reshape(transposeLast2(tf.reshape(sp, [G, R, T])), [G * T, R]), G);
-          dv = tf.concat(pts.map((x, i) => tf.matMul(x as tf.Tensor2D, dos[i] as tf.Tensor2D)), 0);
+          dv = tf.concat(pts.map((x, i) => mm(x, dos[i] as tf.Tensor)), 0);
           const ds = tf.mul(sp, tf.sub(dp, tf.sum(tf.mul(dp, sp), -1, true)));
           const dss = splitRows(ds, G);
           const ks = splitRows(tf.reshape(sk, [G * T, d]), G);
-          dq = tf.mul(tf.concat(dss.map((x, i) => tf.matMul(x as tf.Tensor2D, ks[i] as tf.Tensor2D)), 0), scale);
+          dq = tf.mul(tf.concat(dss.map((x, i) => mm(x, ks[i] as tf.Tensor)), 0), scale);
           const dsts = splitRows(tf.reshape(transposeLast2(tf.reshape(ds, [G, R, T])), [G * T, R]), G);
           const qs = splitRows(tf.reshape(sq, [G * R, d]), G);
-          dkk = tf.concat(dsts.map((x, i) => tf.matMul(x as tf.Tensor2D, qs[i] as tf.Tensor2D)), 0);
+          dkk = tf.concat(dsts.map((x, i) => mm(x, qs[i] as tf.Tensor)), 0);
         } else {
           const dy3 = tf.reshape(dy, [G, R, d]);
           const v3 = tf.reshape(sv, [G, T, d]);

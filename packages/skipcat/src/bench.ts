@@ -214,7 +214,7 @@ function stepper(model: AnyModule, stack: boolean): Stepper {
 }
 
 export interface DecodeComparison {
-  /** Median wall time per token (ms). */
+  /** Median wall time per token (ms). `ratio`/`cpuRatio`: medians of the per-token variant/dense ratios. */
   denseMs: number;
   variantMs: number;
   /** Median process CPU time per token (ms; less sensitive to other load on the machine). */
@@ -254,11 +254,17 @@ export async function compareDecode(dense: AnyModule, variant: AnyModule, opts: 
     a.dispose();
     b.dispose();
   }
-  const denseMs = median(wall[0]);
-  const variantMs = median(wall[1]);
-  const denseCpuMs = median(cpu[0]);
-  const variantCpuMs = median(cpu[1]);
-  return { denseMs, variantMs, denseCpuMs, variantCpuMs, ratio: variantMs / denseMs, cpuRatio: variantCpuMs / denseCpuMs, tokens: opts.tokens };
+  // Ratios of adjacent (same-load) steps, then the median: robust to load that drifts during the run.
+  const paired = (x: number[][]): number => median((x[1] as number[]).map((v, i) => v / ((x[0] as number[])[i] as number)));
+  return {
+    denseMs: median(wall[0]),
+    variantMs: median(wall[1]),
+    denseCpuMs: median(cpu[0]),
+    variantCpuMs: median(cpu[1]),
+    ratio: paired(wall),
+    cpuRatio: paired(cpu),
+    tokens: opts.tokens,
+  };
 }
 
 /** Decode ratio on a SmolLM-135M-shaped model with random weights at the solved ranks (decoder stack). */

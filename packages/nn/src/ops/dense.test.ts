@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng, useBackend } from '@leanpass/core';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { compareBackends, gradCheck } from '../gradcheck.js';
-import { dense, matMul2d, splitRows, sumOverRows, transposeLast2, useFastMatMulGradient } from './dense.js';
+import { dense, matMul2d, matMulRaw, splitRows, sumOverRows, transposeLast2, useFastMatMulGradient } from './dense.js';
 
 function randn(shape: number[], seed: number, std = 1): tf.Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -177,6 +177,16 @@ describe('wasm kernels', () => {
     const r = randn([4, 3], 6);
     const [g] = tf.grads((xx) => tf.sum(tf.mul(transposeLast2(xx), r)))([x]);
     expect(maxAbsDiff(g as tf.Tensor, tf.transpose(r))).toBe(0);
+  });
+
+  it('matMulRaw equals tf.matMul exactly (wasm, straight through the kernel) and on cpu', async () => {
+    const a = randn([13, 7], 8);
+    const b = randn([7, 5], 9);
+    const y = matMulRaw(a, b);
+    expect(y.shape).toEqual([13, 5]);
+    expect(Array.from(y.dataSync())).toEqual(Array.from(tf.matMul(a, b).dataSync()));
+    await useBackend('cpu');
+    expect(maxAbsDiff(matMulRaw(a, b), tf.matMul(a, b))).toBe(0);
   });
 
   it('sumOverRows equals a sum over axis 0', () => {
