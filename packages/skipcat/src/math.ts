@@ -145,14 +145,10 @@ export function spectrum(w: Mat, g: Mat, opts: SpectrumOptions = {}): Spectrum {
   let k = 0;
   while (k < n && (values[k] as number) > top * tol * tol && (values[k] as number) > 0) k++;
   const sigma = Float64Array.from({ length: k }, (_, i) => Math.sqrt(values[i] as number));
-  const U = mat(M, k);
-  for (let i = 0; i < M; i++) {
-    for (let c = 0; c < k; c++) {
-      let s = 0;
-      for (let p = 0; p < n; p++) s += (ws.data[i * n + p] as number) * (vectors.data[p * n + c] as number);
-      U.data[i * k + c] = s / (sigma[c] as number);
-    }
-  }
+  // U = W S V_k Σ_k⁻¹ (row-major products, cache-friendly).
+  const Vk = mat(n, k);
+  for (let p = 0; p < n; p++) for (let c = 0; c < k; c++) Vk.data[p * k + c] = (vectors.data[p * n + c] as number) / (sigma[c] as number);
+  const U = matmul(ws, Vk);
   return { U, sigma, route: 'input', epsilon };
 }
 

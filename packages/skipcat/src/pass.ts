@@ -31,7 +31,7 @@ export const skipcatOptions = z
     asvdAlpha: z.number().gt(0).max(1).default(0.5),
     maxSamples: z.number().int().min(1).default(128).describe('calibration sequences drawn at most (also capped by ctx.calibration.sampleCap)'),
     fold: z.boolean().default(true).describe("fold down's Skip permutation into gate/up outputs (slices instead of gathers)"),
-    inference: z.enum(['gather', 'dense-a', 'auto']).default('auto').describe("Skip latent at run time: gatherND/slices + A′ (fewest MACs), one matMul with Ã = Π[I | A′]ᵀ (fewest ops), or auto (dense-a for ≤ 16 rows)"),
+    inference: z.enum(['gather', 'dense-a', 'auto']).default('gather').describe("Skip latent at run time: gatherND/slices + A′ (fewest MACs), one matMul with Ã = Π[I | A′]ᵀ (fewest ops), or auto (dense-a for ≤ 16 rows)"),
   })
   .strict();
 
