@@ -12,7 +12,7 @@
  * (default tmp/vit-tiny-ckpt), --out DIR, --resume, --backend wasm|cpu. Needs the full dataset
  * (`apt-get install dataset-fashion-mnist`); the test accuracy is on all 5,000 test images of classes
  * 0–4, plus the bundled 2,000-image subset's 1,000 images of those classes (what the tests re-check).
- * Results accumulate in <ckpt>/results.json, from which the card is rewritten.
+ * Results accumulate in <ckpt>/results.json, from which the card is rewritten (--card: rewrite it, run nothing).
  */
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -49,6 +49,7 @@ const { values: args } = parseArgs({
     backend: { type: 'string', default: 'wasm' },
     resume: { type: 'boolean', default: false },
     transfer: { type: 'boolean', default: false },
+    card: { type: 'boolean', default: false },
     'ft-per-class': { type: 'string', default: '1000' },
     'ft-epochs': { type: 'string', default: '1' },
     'ft-lr': { type: 'string', default: '0.001' },
@@ -291,7 +292,7 @@ async function writeCard(r: Results): Promise<void> {
     `- Data: Fashion-MNIST train split from Debian's dataset-fashion-mnist, classes 0–4, a seeded class-balanced subset of ${p.perClass.toLocaleString('en')} images per class (\`classBalancedIndices\`, seed ${p.seed}): ${p.trainImages.toLocaleString('en')} images (${p.trainCounts.join(' / ')}). Pixels scaled to [0, 1]; no augmentation.`,
     `- ${p.epochs} epochs, batch ${p.batch}, ${p.steps} updates; AdamW (β 0.9/0.999, weight decay ${p.weightDecay} on weight matrices only), learning rate linear warm-up over ${p.warmup} updates to ${p.lr} then cosine to ${p.lr * 0.01}; gradient clipping at global norm 5; seed ${p.seed}.`,
     `- Backend ${p.backend}; machine: ${p.machine}; wall time ${p.wallMinutes} min (mean step ${p.meanStepMs} ms, on 2 cores shared with other jobs). Final training loss ${p.finalTrainLoss}.`,
-    `- Probe accuracy during training (1,000 class-balanced test images): ${p.curve.map((c) => `step ${c.step}: ${pct(c.accuracy)}`).join(', ')}.`,
+    `- Probe accuracy during training (1,000 class-balanced test images, for monitoring only: no early stopping or model selection; the final weights are saved): ${p.curve.map((c) => `step ${c.step}: ${pct(c.accuracy)}`).join(', ')}.`,
     '',
     '## Evaluation',
     '',
@@ -308,7 +309,7 @@ async function writeCard(r: Results): Promise<void> {
     lines.push(
       '## Transfer baseline (what LBP-WHT is compared against)',
       '',
-      `Target task: classes 5–9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) relabelled 0–4, a new seeded 5-way head (\`replaceHead(model, 5, ${t.seed})\`), then full backprop of every parameter with \`finetuneVit\` (packages/lbp-wht/src/transfer.ts): ${t.trainImages.toLocaleString('en')} training images (${t.perClass} per class, seeded), ${t.epochs} epoch(s), batch ${t.batch}, ${t.steps} updates, AdamW (weight decay 1e-5) with peak learning rate ${t.lr}, warm-up then cosine, seed ${t.seed}.`,
+      `Target task: classes 5–9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) relabelled 0–4, a new seeded 5-way head (\`replaceHead(model, 5, ${t.seed})\`), then full backprop of every parameter with \`finetuneVit\` (packages/lbp-wht/src/transfer.ts): ${t.trainImages.toLocaleString('en')} training images (${t.perClass} per class, seeded), ${t.epochs} epoch(s), batch ${t.batch}, ${t.steps} updates, AdamW (weight decay 1e-5 on weight matrices) with peak learning rate ${t.lr}, linear warm-up over ${Math.min(50, Math.floor(t.steps / 10))} updates then cosine to 1 % of the peak, gradient clipping at global norm 5, no label smoothing, seed ${t.seed}.`,
       '',
       `**Full-backprop fine-tuning accuracy: ${pct(t.accuracy)}** on all ${t.testImages.toLocaleString('en')} test images of classes 5–9 (test loss ${t.testLoss}); mean step ${t.meanStepMs} ms, ${t.wallMinutes} min wall in total.`,
       '',
@@ -334,5 +335,6 @@ async function writeCard(r: Results): Promise<void> {
 }
 
 await useBackend(args.backend as BackendName);
-if (args.transfer) await transfer();
+if (args.card) await writeCard(await readResults()); // rewrite MODEL_CARD.md from <ckpt>/results.json only
+else if (args.transfer) await transfer();
 else await pretrain();

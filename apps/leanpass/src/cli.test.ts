@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Rng, createRunContext, loadModel, saveModel, useBackend, type AnyModule } from '@leanpass/core';
@@ -43,11 +43,11 @@ describe('leanpass CLI', () => {
   });
 
   it('lists installed pass packages with options and defaults', async () => {
-    const r = await cli(['--plugin', fixture, 'passes'], work);
+    const r = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', 'passes'], work);
     expect(r.code).toBe(EXIT.ok);
     expect(r.out).toContain('@fixture/slow-pass@1.2.3  [compress]');
     expect(r.out).toMatch(/scale\s+default 1\s+output factor/);
-    const j = await cli(['--plugin', fixture, '--json', 'passes'], work);
+    const j = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', '--json', 'passes'], work);
     const list = JSON.parse(j.out) as Array<{ name: string; options: Array<{ name: string; default: unknown }> }>;
     const mine = list.find((p) => p.name === '@fixture/slow-pass');
     expect(mine?.options.map((o) => o.name)).toEqual(['scale', 'delayMs', 'select']);
@@ -56,7 +56,7 @@ describe('leanpass CLI', () => {
   it('runs a pipeline from JSON and writes model, report.json and report.html atomically', async () => {
     const spec = { name: 'halve', model: modelDir, seed: 5, steps: [{ pass: '@fixture/slow-pass', options: { scale: 0.5 } }, { action: 'export', options: { name: 'after-scale' } }] };
     writeFileSync(join(work, 'halve.json'), JSON.stringify(spec));
-    const r = await cli(['--plugin', fixture, '--backend', 'cpu', 'run', 'halve.json', '--out', 'out1'], work);
+    const r = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', '--backend', 'cpu', 'run', 'halve.json', '--out', 'out1'], work);
     expect(r.err).not.toMatch(/leanpass:/);
     expect(r.code).toBe(EXIT.ok);
     expect(r.out).toContain('slow-pass{scale=0.5} | export{name=after-scale}');
@@ -79,7 +79,7 @@ describe('leanpass CLI', () => {
 
   it('scale 1 leaves outputs unchanged', async () => {
     writeFileSync(join(work, 'id.json'), JSON.stringify({ model: modelDir, steps: [{ pass: '@fixture/slow-pass' }] }));
-    const r = await cli(['--plugin', fixture, '--backend', 'cpu', 'run', 'id.json', '--out', 'out-id'], work);
+    const r = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', '--backend', 'cpu', 'run', 'id.json', '--out', 'out-id'], work);
     expect(r.code).toBe(EXIT.ok);
     const loaded = await loadModel(join(work, 'out-id', 'model'));
     expect(Array.from(loaded.call(input, createRunContext()).dataSync())).toEqual(denseOut);
@@ -90,7 +90,7 @@ describe('leanpass CLI', () => {
       join(work, 'bad.json'),
       JSON.stringify({ model: modelDir, steps: [{ pass: '@fixture/slow-pass', options: { scale: 'big', nope: 1 } }, { pass: '@leanpass/nothing' }, { action: 'frobnicate' }] }),
     );
-    const r = await cli(['--plugin', fixture, 'run', 'bad.json', '--out', 'out-bad'], work);
+    const r = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', 'run', 'bad.json', '--out', 'out-bad'], work);
     expect(r.code).toBe(EXIT.input);
     expect(r.err).toMatch(/steps\[0\]\.options\.scale/);
     expect(r.err).toMatch(/steps\[0\]\.options/);
@@ -107,23 +107,26 @@ describe('leanpass CLI', () => {
     expect(a.code).toBe(EXIT.input);
     expect(a.err).toMatch(/cannot read pipeline .*syntax\.json/);
     writeFileSync(join(work, 'nomodel.json'), JSON.stringify({ model: 'no-such-model', steps: [{ pass: '@fixture/slow-pass' }] }));
-    const b = await cli(['--plugin', fixture, 'run', 'nomodel.json'], work);
+    const b = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', 'run', 'nomodel.json'], work);
     expect(b.code).toBe(EXIT.input);
     expect(b.err).toMatch(/no model 'no-such-model': looked for a folder .*no-such-model .*zoo model/);
     const c = await cli(['frobnicate'], work);
     expect(c.code).toBe(EXIT.usage);
     const d = await cli(['--backend', 'webgpu', 'passes'], work);
     expect(d.code).toBe(EXIT.usage);
-    const e = await cli(['--plugin', fixture, 'bench', 'skipcatx'], work);
+    const e = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', 'bench', 'skipcatx'], work);
     expect(e.code).toBe(EXIT.input);
     expect(e.err).toMatch(/unknown pass 'skipcatx'. Installed passes: .*@fixture\/slow-pass/);
-    const f = await cli(['--backend', 'tensorflow', '--plugin', fixture, 'inspect', modelDir], work);
+    const g = await cli(['--passes', 'nope', 'passes'], work);
+    expect(g.code).toBe(EXIT.input);
+    expect(g.err).toMatch(/unknown pass 'nope'. Installed passes: /);
+    const f = await cli(['--backend', 'tensorflow', '--plugin', fixture, '--passes', '@fixture/slow-pass', 'inspect', modelDir], work);
     expect(f.code).toBe(EXIT.backend);
     expect(f.err).toMatch(/npm install @tensorflow\/tfjs-node/);
   });
 
   it('inspect shows the tree, parameter counts by kind and the plans of installed passes', async () => {
-    const r = await cli(['--plugin', fixture, '--backend', 'cpu', 'inspect', modelDir], work);
+    const r = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', '--backend', 'cpu', 'inspect', modelDir], work);
     expect(r.code).toBe(EXIT.ok);
     expect(r.out).toMatch(/mlp, 76 parameters/);
     expect(r.out).toMatch(/linear\s+2 modules\s+76 params/);
@@ -131,7 +134,7 @@ describe('leanpass CLI', () => {
   });
 
   it('demo writes report files and prints the summary table; report re-renders', async () => {
-    const r = await cli(['--plugin', fixture, '--backend', 'cpu', 'demo', '--out', 'demo'], work);
+    const r = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', '--backend', 'cpu', 'demo', '--out', 'demo'], work);
     expect(r.code).toBe(EXIT.ok);
     expect(r.out).toMatch(/@fixture\/slow-pass\s+fixture\s+scaled\s+acc 0\.9 → 0\.88\s+time ×0\.60, params ×0\.60/);
     const html = readFileSync(join(work, 'demo', 'report.html'), 'utf8');
@@ -154,7 +157,8 @@ describe('leanpass CLI', () => {
 
   it('SIGINT cancels a running pipeline: exit 130 and no output left behind', async () => {
     writeFileSync(join(work, 'slow.json'), JSON.stringify({ model: modelDir, steps: [{ pass: '@fixture/slow-pass', options: { delayMs: 20000 } }] }));
-    const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=@leanpass/source', resolve(appDir, 'test/run-cli.mjs'), '--plugin', fixture, '--backend', 'cpu', 'run', 'slow.json', '--out', 'out-slow'], {
+    const tsxLoader = pathToFileURL(resolve(appDir, '../../node_modules/tsx/dist/loader.mjs')).href;
+    const child = spawn(process.execPath, ['--import', tsxLoader, '--conditions=@leanpass/source', resolve(appDir, 'test/run-cli.mjs'), '--plugin', fixture, '--passes', '@fixture/slow-pass', '--backend', 'cpu', 'run', 'slow.json', '--out', 'out-slow'], {
       cwd: work,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, CI: 'true' },
@@ -167,7 +171,9 @@ describe('leanpass CLI', () => {
       });
     });
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-    await started;
+    // If the child dies before starting the step, fail with its stderr instead of hanging.
+    const early = await Promise.race([started.then(() => 'started'), exited.then((c) => `exited ${c}`)]);
+    expect(early, err).toBe('started');
     child.kill('SIGINT');
     const code = await exited;
     expect(err).toMatch(/interrupted/);

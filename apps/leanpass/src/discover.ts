@@ -133,21 +133,29 @@ function safeList(dir: string): string[] {
   }
 }
 
-/** Imports the found packages, registers their module kinds, and checks that pass names are unique. */
-export async function loadPassPackages(found: FoundPackage[]): Promise<InstalledPass[]> {
+/**
+ * Imports the found packages, registers their module kinds, and checks that pass names are unique.
+ * A package that fails to import throws, unless `onError` is given: then it is reported and skipped.
+ */
+export async function loadPassPackages(found: FoundPackage[], opts: { onError?: (pkg: FoundPackage, error: Error) => void } = {}): Promise<InstalledPass[]> {
   const out: InstalledPass[] = [];
   for (const f of found) {
-    let mod: unknown;
     try {
-      mod = await import(pathToFileURL(f.entry).href);
+      let mod: unknown;
+      try {
+        mod = await import(pathToFileURL(f.entry).href);
+      } catch (e) {
+        throw new InputError(`cannot import pass package ${f.packageName} from ${f.entry}: ${(e as Error).message}`);
+      }
+      if (!isPassPackage(mod)) {
+        throw new InputError(`${f.packageName} has the "${PASS_KEYWORD}" keyword but its entry does not export a \`pass\` (with name, options, plan, apply)`);
+      }
+      mod.pass.registerKinds(registry);
+      out.push({ ...f, pass: mod.pass, module: mod });
     } catch (e) {
-      throw new InputError(`cannot import pass package ${f.packageName} from ${f.entry}: ${(e as Error).message}`);
+      if (!opts.onError) throw e;
+      opts.onError(f, e as Error);
     }
-    if (!isPassPackage(mod)) {
-      throw new InputError(`${f.packageName} has the "${PASS_KEYWORD}" keyword but its entry does not export a \`pass\` (with name, options, plan, apply)`);
-    }
-    mod.pass.registerKinds(registry);
-    out.push({ ...f, pass: mod.pass, module: mod });
   }
   const byName = new Map<string, InstalledPass[]>();
   for (const p of out) byName.set(p.pass.name, [...(byName.get(p.pass.name) ?? []), p]);
@@ -161,9 +169,27 @@ export async function loadPassPackages(found: FoundPackage[]): Promise<Installed
   return out;
 }
 
-/** Finds and loads in one go. */
-export async function installedPasses(opts: { cwd?: string; plugins?: string[] } = {}): Promise<InstalledPass[]> {
-  return loadPassPackages(findPassPackages(opts));
+/** Whether a name given by a user (package name, pass name or short name) designates this package. */
+export function nameMatches(name: string, packageName: string): boolean {
+  return name === packageName || packageName.replace(/^@[^/]+\//, '') === name;
+}
+
+/**
+ * Finds and loads in one go. `only` restricts the packages imported (by package or short name);
+ * unknown names fail listing what is installed.
+ */
+export async function installedPasses(
+  opts: { cwd?: string; plugins?: string[]; only?: string[]; onError?: (pkg: FoundPackage, error: Error) => void } = {},
+): Promise<InstalledPass[]> {
+  let found = findPassPackages(opts);
+  if (opts.only) {
+    const missing = opts.only.filter((n) => !found.some((f) => nameMatches(n, f.packageName)));
+    if (missing.length) {
+      throw new InputError(`unknown pass ${missing.map((m) => `'${m}'`).join(', ')}. Installed passes: ${found.length ? found.map((f) => f.packageName).join(', ') : 'none (install a package with the "leanpass-pass" keyword)'}`);
+    }
+    found = found.filter((f) => opts.only?.some((n) => nameMatches(n, f.packageName)));
+  }
+  return loadPassPackages(found, opts.onError ? { onError: opts.onError } : {});
 }
 
 /** The bench and demo functions of a pass package: from its entry, else from its './bench' subpath. */

@@ -22,7 +22,7 @@ import {
   type PassContext,
   type PipelineReport,
 } from '@leanpass/core';
-import { benchFunctions, findPass, installedPasses, type InstalledPass } from './discover.js';
+import { benchFunctions, findPass, installedPasses, type FoundPackage, type InstalledPass } from './discover.js';
 import { EXIT, InputError, UsageError, exitCodeFor } from './errors.js';
 import { resolveModel } from './model.js';
 import { OutputDir } from './outdir.js';
@@ -42,7 +42,21 @@ interface GlobalOpts {
   seed?: number;
   threads?: number;
   plugin?: string[];
+  /** Restricts discovery to these passes (package, pass or short names). */
+  passes?: string[];
   json?: boolean;
+}
+
+/** The installed passes, restricted by --passes when given (unknown names are an error listing the installed ones). */
+async function passesFor(g: GlobalOpts, io: Io, opts: { tolerant?: boolean; only?: string[] } = {}): Promise<InstalledPass[]> {
+  const only = opts.only ?? g.passes;
+  return installedPasses({
+    cwd: io.cwd,
+    plugins: g.plugin ?? [],
+    ...(only ? { only } : {}),
+    // Listing, inspecting and the demo go on past a broken package (named on stderr); runs do not.
+    ...(opts.tolerant ? { onError: (p: FoundPackage, e: Error) => void io.stderr.write(`leanpass: warning: skipping ${p.packageName}: ${e.message.split('\n')[0]}\n`) } : {}),
+  });
 }
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -111,7 +125,7 @@ async function cmdRun(file: string, opts: { out: string; model?: string } & Glob
   } catch (e) {
     throw new InputError(`cannot read pipeline ${path}: ${(e as Error).message}`);
   }
-  const passes = await installedPasses({ cwd: io.cwd, plugins: opts.plugin ?? [] });
+  const passes = await passesFor(opts, io);
   let out: OutputDir | undefined;
   const actions = cliActions(() => out);
   const pipeline = parsePipelineSpec(json, { passes: passes.map((p) => p.pass), actions });
@@ -181,7 +195,7 @@ function optionRows(p: InstalledPass): Array<{ name: string; default: unknown; d
 }
 
 async function cmdPasses(opts: GlobalOpts, io: Io): Promise<number> {
-  const passes = await installedPasses({ cwd: io.cwd, plugins: opts.plugin ?? [] });
+  const passes = await passesFor(opts, io, { tolerant: true });
   const list = passes.map((p) => ({ name: p.pass.name, package: p.packageName, version: p.version, stage: p.pass.stage, description: p.pass.description, dir: p.dir, options: optionRows(p) }));
   if (opts.json) {
     io.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
@@ -199,7 +213,7 @@ async function cmdPasses(opts: GlobalOpts, io: Io): Promise<number> {
 }
 
 async function cmdInspect(modelSpec: string, opts: GlobalOpts, io: Io): Promise<number> {
-  const passes = await installedPasses({ cwd: io.cwd, plugins: opts.plugin ?? [] });
+  const passes = await passesFor(opts, io, { tolerant: true });
   await setupBackend(opts);
   const { model, source } = await resolveModel(modelSpec, io.cwd);
   const byKind = new Map<string, { modules: number; params: number }>();
@@ -254,8 +268,7 @@ async function runBenchLike(kind: 'bench' | 'demo', p: InstalledPass, g: GlobalO
 }
 
 async function cmdBench(name: string, opts: GlobalOpts & { quick?: boolean; jsonFile?: string }, io: Io): Promise<number> {
-  const passes = await installedPasses({ cwd: io.cwd, plugins: opts.plugin ?? [] });
-  const p = findPass(passes, name);
+  const p = findPass(await passesFor(opts, io, { only: [name] }), name);
   const backend = await setupBackend(opts);
   const view = createView(io.stderr, opts);
   let report: BenchReport;
@@ -270,12 +283,18 @@ async function cmdBench(name: string, opts: GlobalOpts & { quick?: boolean; json
 }
 
 async function cmdDemo(opts: GlobalOpts & { out: string; quick?: boolean }, io: Io): Promise<number> {
-  const passes = await installedPasses({ cwd: io.cwd, plugins: opts.plugin ?? [] });
+  const broken: Array<{ pass: string; error: string }> = [];
+  const passes = await installedPasses({
+    cwd: io.cwd,
+    plugins: opts.plugin ?? [],
+    ...(opts.passes ? { only: opts.passes } : {}),
+    onError: (p, e) => broken.push({ pass: p.packageName, error: e.message }),
+  });
   const backend = await setupBackend(opts);
   const view = createView(io.stderr, opts);
   const out = new OutputDir(resolve(io.cwd, opts.out));
   const benches: BenchReport[] = [];
-  const failures: Array<{ pass: string; error: string }> = [];
+  const failures: Array<{ pass: string; error: string }> = [...broken];
   try {
     for (const p of passes) {
       const fns = await benchFunctions(p);
@@ -339,7 +358,8 @@ export async function main(argv: string[], ioIn: Partial<Io> = {}): Promise<numb
     .addOption(new Option('--backend <name>', 'tfjs backend').choices([...BACKENDS]))
     .option('--seed <n>', 'seed for every random choice', intArg('--seed'))
     .option('--threads <n>', 'threads, where the backend has them', intArg('--threads'))
-    .option('--plugin <dir...>', 'extra pass package folders (besides installed packages)')
+    .option('--plugin <dir>', 'an extra pass package folder (repeatable), besides installed packages', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--passes <names>', 'only these installed passes (comma-separated names, e.g. skipcat,lbp-wht)', (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .option('--json', 'machine-readable output on stdout; progress as plain lines on stderr');
   const g = (): GlobalOpts => program.opts<GlobalOpts>();
   program

@@ -7,10 +7,22 @@ import { matchesSelector, type LayerSelectorSpec } from './selector.js';
 
 /** A named parameter: a tf.Variable and whether training updates it. */
 export class Param {
+  private flag: boolean;
   constructor(
     public variable: tf.Variable,
-    public trainable = true,
-  ) {}
+    trainable = true,
+  ) {
+    this.flag = trainable;
+    variable.trainable = trainable;
+  }
+  /** Whether training updates it. Kept in sync with the tf.Variable's own flag (tf.variableGrads reads that one). */
+  get trainable(): boolean {
+    return this.flag;
+  }
+  set trainable(v: boolean) {
+    this.flag = v;
+    this.variable.trainable = v;
+  }
   get shape(): number[] {
     return this.variable.shape.slice();
   }

@@ -4,8 +4,8 @@ import { ConfigError, Module, Rng, deserializeModel, registry, serializeModel, u
 import { passConformance } from '@leanpass/core/testing';
 import { Linear } from '@leanpass/nn';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { LowRankLinear} from './index.js';
-import { denseEquivalent, denseInputFactor, pass, planUnits, skipcatOptions, type SkipcatOptions } from './index.js';
+import type { LowRankLinear } from './index.js';
+import { CALIBRATION_EXTRA, calibrate, denseEquivalent, denseInputFactor, pass, planUnits, skipcatOptions, type SkipcatOptions } from './index.js';
 import { evalCtx, makeToyLm, randomIdBatches, type ToyLmConfig } from './toy.js';
 
 const CFG: ToyLmConfig = { vocab: 32, dim: 16, layers: 2, heads: 4, kvHeads: 2, hidden: 24, ropeBase: 10000 };
@@ -171,6 +171,21 @@ describe('@leanpass/skipcat on a LLaMA-shaped toy LM', () => {
     });
     a.dispose();
     b.dispose();
+  });
+
+  it('statistics handed in through ctx.extras give the same result as calibrating inside the pass', async () => {
+    const a = makeToyLm(CFG, 1);
+    const b = makeToyLm(CFG, 1);
+    await apply(a, { ratio: 0.3 });
+    const units = planUnits(b, skipcatOptions.parse({ method: 'svd' }));
+    const linears = units.flatMap((u) => u.members.map((m) => ({ path: m.path, module: m.module, n: u.n })));
+    const cal = await calibrate(b, linears, randomIdBatches(CFG.vocab, 4, 4, 16, 7), { maxSamples: 128, who: 'test', signal: new AbortController().signal });
+    await lastValueFrom(pass.apply(b, skipcatOptions.parse({ ratio: 0.3 }), { seed: 0, backend: tf.getBackend(), calibration: randomIdBatches(CFG.vocab, 1, 1, 1, 0), extras: { [CALIBRATION_EXTRA]: cal } }));
+    const x = ids(12);
+    expect(Array.from(logits(b, x))).toEqual(Array.from(logits(a, x)));
+    a.dispose();
+    b.dispose();
+    x.dispose();
   });
 
   it('saves and loads the compressed model', async () => {

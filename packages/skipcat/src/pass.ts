@@ -8,6 +8,11 @@ import { CatSlice, LowRankLinear, registerSkipcatKinds, type LowRankConfig } fro
 
 export const PASS_NAME = '@leanpass/skipcat';
 export const PASS_VERSION = '0.1.0';
+/**
+ * Key of `ctx.extras` under which a caller may pass a `Calibration` already collected (with
+ * `calibrate`) on the same dense model and selection, to compare methods without re-running it.
+ */
+export const CALIBRATION_EXTRA = 'skipcat.calibration';
 
 /** The seven linears of a LLaMA decoder layer, by child name. */
 export const DECODER_LINEARS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
@@ -297,12 +302,17 @@ async function prepareAll(model: AnyModule, o: SkipcatOptions, ctx: PassContext,
   const units = planUnits(model, o);
   const linears = units.flatMap((u) => u.members.map((m) => ({ path: m.path, module: m.module, n: u.n })));
   if (!ctx.calibration) throw new PassError(PASS_NAME, 'requires calibration batches in ctx.calibration, found none');
-  const calibration = await calibrate(model, linears, ctx.calibration, {
-    maxSamples: o.maxSamples,
-    who: PASS_NAME,
-    signal: tools.signal,
-    progress: (f, msg) => tools.progress(0.5 * f, msg),
-  });
+  // A benchmark comparing methods may hand in statistics it already collected on the same dense model.
+  const given = ctx.extras?.[CALIBRATION_EXTRA] as Calibration | undefined;
+  if (given && linears.some((l) => !given.keyOf.has(l.path))) throw new PassError(PASS_NAME, `ctx.extras['${CALIBRATION_EXTRA}'] lacks statistics for some selected linears`);
+  const calibration =
+    given ??
+    (await calibrate(model, linears, ctx.calibration, {
+      maxSamples: o.maxSamples,
+      who: PASS_NAME,
+      signal: tools.signal,
+      progress: (f, msg) => tools.progress(0.5 * f, msg),
+    }));
   tools.throwIfAborted();
   const prepared = new Map<string, Prepared>();
   const perms = new Map<string, Int32Array>();
@@ -367,7 +377,9 @@ export const pass = definePass<typeof skipcatOptions, PreparedState>({
     let before = 0;
     let after = 0;
     const units: JsonObject[] = [];
-    for (const [key, p] of prepared.prepared) {
+    for (const key of prepared.units.keys()) {
+      const p = prepared.prepared.get(key);
+      if (!p) continue;
       before += p.info['dense'] as number;
       after += p.info['params'] as number;
       units.push({ path: key, ...p.info });
