@@ -2,6 +2,7 @@
 // The leanpass CLI. Ctrl-C cancels the running command: the pipeline unsubscribes, output folders
 // are written atomically (nothing half-written remains) and the exit code is 130. A second Ctrl-C
 // exits at once.
+/* global AbortController */
 import { main } from '../dist/main.js';
 
 const controller = new AbortController();

@@ -39,7 +39,7 @@ describe('leanpass CLI', () => {
     const model: AnyModule = new Mlp({ inFeatures: 4, hiddenFeatures: 8 }, { rng: new Rng(3) });
     await saveModel(model, modelDir);
     input = tf.tensor2d([[0.5, -1, 2, 0.25]]);
-    denseOut = Array.from(model.call(input, createRunContext()).dataSync());
+    denseOut = Array.from((model.call(input, createRunContext()) as tf.Tensor).dataSync());
   });
 
   it('lists installed pass packages with options and defaults', async () => {
@@ -69,10 +69,10 @@ describe('leanpass CLI', () => {
     const loaded = await loadModel(join(out, 'model'));
     expect(loaded.get('fc1').kind).toBe('fixture.scaled');
     expect(loaded.provenance[0]?.pass).toBe('@fixture/slow-pass');
-    const y = Array.from(loaded.call(input, createRunContext()).dataSync());
+    const y = Array.from((loaded.call(input, createRunContext()) as tf.Tensor).dataSync());
     expect(y).not.toEqual(denseOut);
     const exported = await loadModel(join(out, 'after-scale'));
-    expect(Array.from(exported.call(input, createRunContext()).dataSync())).toEqual(y);
+    expect(Array.from((exported.call(input, createRunContext()) as tf.Tensor).dataSync())).toEqual(y);
     // No temp folders left beside the output.
     expect(readdirSync(work).filter((n) => n.includes('.tmp-'))).toEqual([]);
   });
@@ -82,7 +82,7 @@ describe('leanpass CLI', () => {
     const r = await cli(['--plugin', fixture, '--passes', '@fixture/slow-pass', '--backend', 'cpu', 'run', 'id.json', '--out', 'out-id'], work);
     expect(r.code).toBe(EXIT.ok);
     const loaded = await loadModel(join(work, 'out-id', 'model'));
-    expect(Array.from(loaded.call(input, createRunContext()).dataSync())).toEqual(denseOut);
+    expect(Array.from((loaded.call(input, createRunContext()) as tf.Tensor).dataSync())).toEqual(denseOut);
   });
 
   it('bad pipeline JSON: every problem listed with its JSON path, exit code for input errors, nothing written', async () => {

@@ -58,7 +58,7 @@ function wantsSource(): boolean {
 function entryOf(dir: string, pkg: PackageJson, subpath = '.'): string | undefined {
   const candidates: string[] = [];
   const exportsMap = typeof pkg.exports === 'object' && pkg.exports !== null && Object.keys(pkg.exports).some((k) => k.startsWith('.')) ? (pkg.exports as Record<string, unknown>) : undefined;
-  const root = (exportsMap ? exportsMap[subpath] : subpath === '.' ? pkg.exports : undefined) as unknown;
+  const root: unknown = exportsMap ? exportsMap[subpath] : subpath === '.' ? pkg.exports : undefined;
   if (typeof root === 'string') candidates.push(root);
   else if (root && typeof root === 'object') {
     const conds = root as Record<string, unknown>;

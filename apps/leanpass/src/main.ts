@@ -63,7 +63,7 @@ const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
 
 /** The JSON Schema of pipeline files (generated from the zod schema that validates them). */
 export function pipelineJsonSchema(): Record<string, unknown> {
-  return z.toJSONSchema(pipelineSpecSchema, { target: 'draft-2020-12', io: 'input' }) as Record<string, unknown>;
+  return z.toJSONSchema(pipelineSpecSchema, { target: 'draft-2020-12', io: 'input' });
 }
 
 /** Actions the CLI provides to pipelines. */
@@ -75,8 +75,9 @@ function cliActions(out: () => OutputDir | undefined): Record<string, ActionDefi
       run: async (model: AnyModule, options: JsonObject) => {
         const o = out();
         if (!o) throw new ConfigError('export needs an output folder');
-        await saveModel(model, o.path(String(options['name'])));
-        return { dir: String(options['name']) };
+        const name = typeof options['name'] === 'string' ? options['name'] : 'export';
+        await saveModel(model, o.path(name));
+        return { dir: name };
       },
     },
   };
@@ -126,8 +127,9 @@ async function cmdRun(file: string, opts: { out: string; model?: string } & Glob
     throw new InputError(`cannot read pipeline ${path}: ${(e as Error).message}`);
   }
   const passes = await passesFor(opts, io);
-  let out: OutputDir | undefined;
-  const actions = cliActions(() => out);
+  // The output folder is created only once everything validated; actions reach it through this holder.
+  const holder: { out?: OutputDir } = {};
+  const actions = cliActions(() => holder.out);
   const pipeline = parsePipelineSpec(json, { passes: passes.map((p) => p.pass), actions });
   const modelSpec = opts.model ?? pipeline.meta.model;
   if (!modelSpec) throw new UsageError('no model: give --model <zoo name or folder> or a "model" field in the pipeline file');
@@ -135,7 +137,8 @@ async function cmdRun(file: string, opts: { out: string; model?: string } & Glob
   const seed = opts.seed ?? pipeline.meta.seed ?? 0;
   const { model, source } = await resolveModel(modelSpec, io.cwd);
   const view = createView(io.stderr, opts);
-  out = new OutputDir(resolve(io.cwd, opts.out));
+  const out = new OutputDir(resolve(io.cwd, opts.out));
+  holder.out = out;
   const ctx: PassContext = { seed, backend, registry, ...(io.signal ? { signal: io.signal } : {}) };
   try {
     const report = await new Promise<PipelineReport>((res, rej) => {
@@ -227,7 +230,7 @@ async function cmdInspect(modelSpec: string, opts: GlobalOpts, io: Io): Promise<
   }
   const plans = passes.map((p) => {
     try {
-      const plan = p.pass.plan(model, p.pass.options.parse({}));
+      const plan = p.pass.plan(model, (p.pass.options as z.ZodType<JsonObject>).parse({}));
       return { pass: p.pass.name, entries: plan.entries.map((e) => ({ path: e.path, kind: e.kind, action: e.action, reason: e.reason })), error: undefined as string | undefined };
     } catch (e) {
       return { pass: p.pass.name, entries: [], error: (e as Error).message };

@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,7 +91,7 @@ describe('HTML report in a real headless browser', () => {
       expect(charts).toBe(4); // step durations, Pareto, per-layer savings, curves
       expect(rendered).toBe(charts);
       const marks = await page.evaluate(() =>
-        Array.from(document.querySelectorAll('.chart')).map((c) => c.querySelectorAll('svg .mark-symbol path, svg .mark-rect path, svg .mark-line path, svg .mark-text text').length),
+        Array.from(document.querySelectorAll<HTMLElement>('.chart')).map((c: HTMLElement) => c.querySelectorAll('svg .mark-symbol path, svg .mark-rect path, svg .mark-line path, svg .mark-text text').length),
       );
       expect(marks).toHaveLength(4);
       for (const n of marks) expect(n).toBeGreaterThan(0);
