@@ -122,6 +122,23 @@ describe('Module tree', () => {
     ]);
   });
 
+  it('a child named __proto__ is a plain key of the serialised tree', () => {
+    class Holder extends Module<tf.Tensor, tf.Tensor, { n: number }> {
+      readonly kind = 'test.holder';
+      constructor(init: InitContext) {
+        super({ n: 1 });
+        this.addChild('__proto__', new Affine({ n: 1 }, init));
+      }
+      forward(x: tf.Tensor): tf.Tensor {
+        return x;
+      }
+    }
+    const node = new Holder({ rng: new Rng(0) }).toNode();
+    expect(Object.keys(node.children ?? {})).toEqual(['__proto__']);
+    expect(JSON.parse(JSON.stringify(node)).children.__proto__.kind).toBe('test.affine');
+    expect(({} as Record<string, unknown>)['kind']).toBeUndefined();
+  });
+
   it('serialises its tree as kinds, configs and marks', () => {
     const m = make();
     m.get('head').mark = '@leanpass/example';
@@ -133,7 +150,7 @@ describe('Module tree', () => {
 
   it('Param.assign checks the shape', () => {
     const m = make();
-    expect(() => m.param('blocks' as never)).toThrow();
+    expect(() => m.param('blocks')).toThrow(/has no parameter 'blocks'/);
     const p = m.get('head').param('weight');
     expect(() => p.assign(tf.zeros([4]), 'head.weight')).toThrow(/head.weight: expected shape \[3\], found \[4\]/);
     p.assign(tf.tensor1d([1, 2, 3]));

@@ -219,8 +219,10 @@ export abstract class Module<I = tf.Tensor, O = tf.Tensor, C extends JsonObject 
     const node: ModuleNode = { kind: this.kind, config: this.config };
     if (this.mark !== undefined) node.mark = this.mark;
     if (this.childMap.size) {
-      node.children = {};
-      for (const [name, c] of this.childMap) node.children[name] = c.toNode();
+      // A null-prototype object: a child literally named `__proto__` stays a plain key.
+      const children = Object.create(null) as Record<string, ModuleNode>;
+      for (const [name, c] of this.childMap) children[name] = c.toNode();
+      node.children = children;
     }
     return node;
   }
@@ -270,7 +272,7 @@ export class ModuleRegistry {
 export const registry = new ModuleRegistry();
 
 function checkName(name: string, kind: string): void {
-  if (!/^[A-Za-z0-9_-]+$/.test(name) || name === '__proto__') throw new ConfigError(`${kind}: member name '${name}' must match [A-Za-z0-9_-]+ (no dots)`);
+  if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`${kind}: member name '${name}' must match [A-Za-z0-9_-]+ (no dots)`);
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
