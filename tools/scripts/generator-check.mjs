@@ -8,13 +8,18 @@
 //      boundaries reject an import of @leanpass/data from the pass's library code (type:pass may
 //      depend on core, nn and linalg only) while allowing it from a test file,
 //   5. vitest runs the generated tests (core's conformance suite included): at least one test, none failing,
-//   6. removes the package and restores the root tsconfig.json whatever happened.
+//   6. the plugin end to end: `npm pack`s the generated package and every public workspace package,
+//      installs the tarballs into an empty project, and checks that the installed `leanpass` CLI lists
+//      the generated pass (found by its package.json keyword, no change to the CLI) and runs it in a
+//      pipeline from JSON on a zoo model, writing the rewritten model with the new kind,
+//   7. removes the package and restores the root tsconfig.json whatever happened.
 //
 //   node tools/scripts/generator-check.mjs [--keep]
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { workspaceRoot } from './summarize-tests.mjs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { projectDirs, workspaceRoot } from './summarize-tests.mjs';
 
 const name = `zz-generator-check-${process.pid}`;
 const dir = join(workspaceRoot, 'packages', name);
@@ -57,6 +62,47 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
     cleanup();
     process.exit(130);
   });
+}
+
+/** Step 6: the generated pass as a tarball, installed beside the CLI, discovered and run. */
+function pluginEndToEnd() {
+  const work = mkdtempSync(join(tmpdir(), 'leanpass-plugin-'));
+  const tars = join(work, 'tarballs');
+  const app = join(work, 'app');
+  mkdirSync(tars);
+  mkdirSync(app);
+  try {
+    const dirs = [...new Set([...projectDirs().filter((d) => !JSON.parse(readFileSync(join(d, 'package.json'), 'utf8')).private), dir])];
+    const tarballs = [];
+    for (const d of dirs) {
+      const r = sh(`npm pack ${relative(workspaceRoot, d)}`, 'npm', ['pack', '--json', '--pack-destination', tars], d, false);
+      if (r.code !== 0) return void expectOk(`npm pack ${d}`, r);
+      tarballs.push(join(tars, JSON.parse(r.out.slice(r.out.indexOf('[')))[0].filename));
+    }
+    writeFileSync(join(app, 'package.json'), `${JSON.stringify({ name: 'plugin-e2e', private: true, type: 'module' }, null, 2)}\n`);
+    if (!expectOk('npm install (tarballs)', sh(`npm install ${tarballs.length} tarballs`, 'npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...tarballs, '@tensorflow/tfjs@4.22.0'], app))) return;
+    const cli = join(app, 'node_modules', '@leanpass', 'cli', 'bin', 'leanpass.js');
+    const listed = sh('leanpass --json passes (installed CLI)', process.execPath, [cli, '--json', 'passes'], app);
+    let names = [];
+    try {
+      names = JSON.parse(listed.out.slice(listed.out.indexOf('['))).map((p) => p.name);
+    } catch {
+      // reported below
+    }
+    const found = names.includes(`@leanpass/${name}`);
+    console.log(`  ${found ? 'ok  ' : 'FAIL'} the installed CLI discovers @leanpass/${name} (found: ${names.join(', ') || 'none'})`);
+    if (!found) return void failures.push('plugin discovery');
+    writeFileSync(join(app, 'pipeline.json'), JSON.stringify({ model: 'zoo:vit-tiny', seed: 1, steps: [{ pass: `@leanpass/${name}`, options: { scale: 0.5, select: { include: ['head'] } } }] }));
+    const run = sh('leanpass run pipeline.json (installed CLI, generated pass)', process.execPath, [cli, '--backend', 'cpu', '--passes', `@leanpass/${name}`, 'run', 'pipeline.json', '--out', 'out'], app);
+    if (!expectOk('plugin run', run)) return;
+    const config = readFileSync(join(app, 'out', 'model', 'config.json'), 'utf8');
+    const rewritten = config.includes(`"${name}.scaled"`);
+    const provenance = JSON.parse(config).provenance?.[0]?.pass === `@leanpass/${name}`;
+    console.log(`  ${rewritten && provenance ? 'ok  ' : 'FAIL'} the pipeline rewrote the model (kind ${name}.scaled, provenance recorded)`);
+    if (!(rewritten && provenance)) failures.push('plugin run output');
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 console.log(`generator-check: packages/${name}`);
@@ -135,6 +181,7 @@ try {
   } else {
     console.log(`       ${report.numPassedTests} generated tests passed`);
   }
+  pluginEndToEnd();
 } catch (e) {
   if (!failures.length) failures.push(String(e));
   console.log(`  FAIL ${e instanceof Error ? e.message : String(e)}`);
