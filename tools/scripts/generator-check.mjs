@@ -16,7 +16,7 @@
 //
 //   node tools/scripts/generator-check.mjs [--keep]
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { projectDirs, workspaceRoot } from './summarize-tests.mjs';
@@ -77,7 +77,10 @@ function pluginEndToEnd() {
     for (const d of dirs) {
       const r = sh(`npm pack ${relative(workspaceRoot, d)}`, 'npm', ['pack', '--json', '--pack-destination', tars], d, false);
       if (r.code !== 0) return void expectOk(`npm pack ${d}`, r);
-      tarballs.push(join(tars, JSON.parse(r.out.slice(r.out.indexOf('[')))[0].filename));
+      // The new file in the tarball folder (npm's --json output can be followed by notices).
+      const made = readdirSync(tars).map((f) => join(tars, f)).filter((f) => !tarballs.includes(f));
+      if (made.length !== 1) return void failures.push(`npm pack ${d}: expected one new tarball, found ${made.length}`);
+      tarballs.push(made[0]);
     }
     writeFileSync(join(app, 'package.json'), `${JSON.stringify({ name: 'plugin-e2e', private: true, type: 'module' }, null, 2)}\n`);
     if (!expectOk('npm install (tarballs)', sh(`npm install ${tarballs.length} tarballs`, 'npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...tarballs, '@tensorflow/tfjs@4.22.0'], app))) return;
