@@ -5,31 +5,7 @@
  *
  *   npx tsx --conditions=@leanpass/source tools/bench/lbp-wht.ts [--quick] [--demo] [--json out.json] [--seed 0] [--backend wasm|cpu]
  */
-import { parseArgs } from 'node:util';
-import { formatBenchTable, useBackend, validateBenchReport, writeBenchReport, type BackendName } from '@leanpass/core';
 import { bench, demo } from '@leanpass/lbp-wht/bench';
+import { runPassBench } from './pass-bench.js';
 
-const { values: args } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    demo: { type: 'boolean', default: false },
-    json: { type: 'string' },
-    seed: { type: 'string', default: '0' },
-    backend: { type: 'string', default: 'wasm' },
-  },
-});
-
-const backend = await useBackend(args.backend as BackendName);
-const t0 = performance.now();
-const run = args.demo ? demo : bench;
-const report = await run({
-  quick: args.quick,
-  seed: Number(args.seed),
-  backend: backend.name,
-  log: (m) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1)} s] ${m}`),
-});
-validateBenchReport(report);
-console.log(formatBenchTable(report));
-console.log(JSON.stringify(report.summary, null, 2));
-console.log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-if (args.json) await writeBenchReport(args.json, report);
+await runPassBench({ bench, demo });
