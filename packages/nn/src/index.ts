@@ -9,3 +9,4 @@ export * from './conv.js';
 export * from './depthwise.js';
 export * from './batchnorm.js';
 export * from './gradcheck.js';
+export * from './canvas.js';

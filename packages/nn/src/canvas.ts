@@ -2,9 +2,10 @@ import * as tf from '@tensorflow/tfjs';
 import type { RunContext } from '@leanpass/core';
 
 /**
- * The contract between the masked-diffusion LM host ('dllm'), its sampler and modules that replace a
- * block's attention (DARE's 'dare.attention'). Written first so the host, the sampler and the pass can
- * be built against it independently.
+ * Canvas attention: the contract between a masked-diffusion LM host (models' 'dllm'), its sampler and
+ * modules that replace a block's attention (DARE's 'dare.attention'). It lives in nn so that passes,
+ * which depend on core and nn only, can implement it. The reference implementation is `CanvasAttention`
+ * (kind 'canvas-attention', in canvas-attention.ts).
  *
  * Canvas: B sequences of L positions (left-padded prompt, then the generation). The sampler runs one
  * forward per step over an *active window* A = [start, end) of canvas positions — the whole canvas for
@@ -12,7 +13,7 @@ import type { RunContext } from '@leanpass/core';
  * layer attends from the N = end − start active rows to all L keys.
  *
  * K/V store: per layer, a full-length [B, kvHeads, L, headDim] pair (k after RoPE — positions never
- * shift on a canvas — and v) kept in the generation's `ctx.state` under `DllmAttentionInput.store`. It
+ * shift on a canvas — and v) kept in the generation's `ctx.state` under `CanvasAttentionInput.store`. It
  * holds the *last computed* K/V of every canvas position: each forward computes K/V for its active
  * rows, writes them into the store, and attends over the whole store. With the prefix cache the keys
  * left of the window are therefore those of the block's first (full) forward; with the dual cache the
@@ -21,7 +22,7 @@ import type { RunContext } from '@leanpass/core';
  */
 
 /** What the sampler tells the layers about the current forward. */
-export interface DllmStep {
+export interface CanvasStep {
   /** Index of the current semi-autoregressive block (0-based). */
   block: number;
   /** Forward index within the block; 0 is the block's first forward. */
@@ -42,8 +43,8 @@ export interface DllmStep {
   pad: Int32Array;
 }
 
-/** A block's call of its 'attn' child (kinds 'dllm.attention' and modules replacing it). */
-export interface DllmAttentionInput {
+/** A block's call of its 'attn' child (kind 'canvas-attention' and modules replacing it). */
+export interface CanvasAttentionInput {
   /** Normed hidden states of the active rows, [B, N, dim]. */
   x: tf.Tensor;
   /** Active window [start, end) in canvas positions; N = end − start. Training: [0, L). */
@@ -65,21 +66,21 @@ export interface DllmAttentionInput {
   /** Index of the block in the model (0-based), for per-layer state and statistics. */
   layer: number;
   /** The sampler's step; absent outside a sampler. */
-  step?: DllmStep;
+  step?: CanvasStep;
 }
 
 /** The stored K/V of one layer, [B, kvHeads, L, headDim] each. */
-export interface DllmKVStore {
+export interface KVStore {
   k: tf.Tensor;
   v: tf.Tensor;
 }
 
-/** `ctx.state` key under which the sampler publishes the current `DllmStep` (also passed in each input). */
-export const DLLM_STEP_KEY = 'dllm.step';
+/** `ctx.state` key under which the sampler publishes the current `CanvasStep` (also passed in each input). */
+export const CANVAS_STEP_KEY = 'canvas.step';
 
 /** The K/V store under `key` in the generation's state, or undefined before the first write. */
-export function getKVStore(ctx: RunContext, key: string): DllmKVStore | undefined {
-  return ctx.state.get<DllmKVStore>(key);
+export function getKVStore(ctx: RunContext, key: string): KVStore | undefined {
+  return ctx.state.get<KVStore>(key);
 }
 
 /**
@@ -87,8 +88,8 @@ export function getKVStore(ctx: RunContext, key: string): DllmKVStore | undefine
  * previous ones (unless they are the same tensors), and on first use registers their disposal with the
  * state store, so `ctx.state.dispose()` at the end of a generation frees every store.
  */
-export function setKVStore(ctx: RunContext, key: string, kv: DllmKVStore): void {
-  const prev = ctx.state.get<DllmKVStore>(key);
+export function setKVStore(ctx: RunContext, key: string, kv: KVStore): void {
+  const prev = ctx.state.get<KVStore>(key);
   tf.keep(kv.k);
   tf.keep(kv.v);
   if (prev) {
@@ -96,7 +97,7 @@ export function setKVStore(ctx: RunContext, key: string, kv: DllmKVStore): void 
     if (prev.v !== kv.v) prev.v.dispose();
   } else {
     ctx.state.onDispose(() => {
-      const last = ctx.state.get<DllmKVStore>(key);
+      const last = ctx.state.get<KVStore>(key);
       last?.k.dispose();
       last?.v.dispose();
     });
