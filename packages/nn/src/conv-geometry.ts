@@ -121,8 +121,33 @@ export function phases(g: AxisGeometry): Phase[] {
   return out;
 }
 
-/** Checks the fields shared by conv2d and depthwise-conv2d configs; pushes problems to `issues`. */
-export function checkConvGeometry(cfg: { kernelSize: JsonValue; stride: JsonValue; padding: JsonValue }, issues: Array<{ path: string; message: string }>): void {
+/** The geometry fields shared by conv2d and depthwise-conv2d options, copied with their defaults. */
+export function convGeometry(o: { kernelSize: number | number[]; stride?: number | number[]; padding?: Padding; bias?: boolean }): {
+  kernelSize: number | number[];
+  stride: number | number[];
+  padding: Padding;
+  bias: boolean;
+} {
+  return {
+    kernelSize: Array.isArray(o.kernelSize) ? [...o.kernelSize] : o.kernelSize,
+    stride: Array.isArray(o.stride) ? [...o.stride] : (o.stride ?? 1),
+    padding: o.padding ?? 'same',
+    bias: o.bias ?? true,
+  };
+}
+
+/**
+ * FLOPs of a convolution with `macs` multiply-adds producing `outputs` values: forward 2·MACs (+ the
+ * bias add); backward dx (2·MACs), dW (2·MACs, when the weight trains) and db (when the bias trains).
+ */
+export function convFlops(macs: number, outputs: number, bias: boolean, weightTrains: boolean, biasTrains: boolean): { forward: number; backward: number } {
+  const b = bias ? outputs : 0;
+  return { forward: 2 * macs + b, backward: 2 * macs + (weightTrains ? 2 * macs : 0) + (biasTrains ? b : 0) };
+}
+
+/** Checks the fields shared by conv2d and depthwise-conv2d configs (geometry and bias); pushes problems to `issues`. */
+export function checkConvGeometry(cfg: { kernelSize: JsonValue; stride: JsonValue; padding: JsonValue; bias: JsonValue }, issues: Array<{ path: string; message: string }>): void {
+  if (typeof cfg.bias !== 'boolean') issues.push({ path: 'bias', message: `expected a boolean, found ${JSON.stringify(cfg.bias)}` });
   const isPair = (v: JsonValue): boolean => (typeof v === 'number' && Number.isInteger(v) && v >= 1) || (Array.isArray(v) && v.length === 2 && v.every((e) => typeof e === 'number' && Number.isInteger(e) && e >= 1));
   if (!isPair(cfg.kernelSize)) issues.push({ path: 'kernelSize', message: `expected a positive integer or an [h, w] pair, found ${JSON.stringify(cfg.kernelSize)}` });
   if (!isPair(cfg.stride)) issues.push({ path: 'stride', message: `expected a positive integer or an [h, w] pair, found ${JSON.stringify(cfg.stride)}` });

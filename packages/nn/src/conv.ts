@@ -17,7 +17,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
 import { sumRows } from './batchnorm.js';
-import { axisGeometry, backPadding, checkConvGeometry, correlate, pair, phases, zeroInsert, type AxisGeometry, type Padding } from './conv-geometry.js';
+import { axisGeometry, backPadding, checkConvGeometry, convFlops, convGeometry, correlate, pair, phases, zeroInsert, type AxisGeometry, type Padding } from './conv-geometry.js';
 import { depthwiseConv2d } from './depthwise.js';
 import { isFrozen } from './ops/dense.js';
 import { trains, uniformInit } from './util.js';
@@ -249,15 +249,7 @@ export interface Conv2dModuleOptions {
 }
 
 export function conv2dConfig(o: Conv2dModuleOptions | Conv2dConfig): Conv2dConfig {
-  return {
-    inChannels: o.inChannels,
-    outChannels: o.outChannels,
-    kernelSize: Array.isArray(o.kernelSize) ? [...(o.kernelSize as number[])] : o.kernelSize,
-    stride: Array.isArray(o.stride) ? [...(o.stride as number[])] : (o.stride ?? 1),
-    padding: o.padding ?? 'same',
-    groups: o.groups ?? 1,
-    bias: o.bias ?? true,
-  };
+  return { inChannels: o.inChannels, outChannels: o.outChannels, groups: o.groups ?? 1, ...convGeometry(o) };
 }
 
 /**
@@ -278,7 +270,6 @@ export class Conv2d extends Module<tf.Tensor, tf.Tensor, Conv2dConfig> {
     } else if (config.inChannels % config.groups !== 0 || config.outChannels % config.groups !== 0) {
       issues.push({ path: 'groups', message: `expected a divisor of inChannels (${config.inChannels}) and outChannels (${config.outChannels}), found ${config.groups}` });
     }
-    if (typeof config.bias !== 'boolean') issues.push({ path: 'bias', message: `expected a boolean, found ${JSON.stringify(config.bias)}` });
     checkConvGeometry(config, issues);
     if (issues.length) throw new ConfigError('conv2d: invalid config', issues);
     super(config);
@@ -300,10 +291,7 @@ export class Conv2d extends Module<tf.Tensor, tf.Tensor, Conv2dConfig> {
   override flops(_x: tf.Tensor, y: tf.Tensor): FlopCount {
     const [kh, kw] = pair(this.config.kernelSize, 'kernelSize');
     const macs = kh * kw * (this.config.inChannels / this.config.groups) * y.size;
-    const bias = this.config.bias ? y.size : 0;
-    const wTrain = trains(this.param('weight'));
-    const bTrain = this.config.bias && trains(this.param('bias'));
-    return { forward: 2 * macs + bias, backward: 2 * macs + (wTrain ? 2 * macs : 0) + (bTrain ? bias : 0) };
+    return convFlops(macs, y.size, this.config.bias, trains(this.param('weight')), this.config.bias && trains(this.param('bias')));
   }
 }
 

@@ -16,7 +16,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
 import { sumRows } from './batchnorm.js';
-import { axisGeometry, backPadding, checkConvGeometry, correlate, pair, phases, zeroInsert, type AxisGeometry, type Padding, type Phase } from './conv-geometry.js';
+import { axisGeometry, backPadding, checkConvGeometry, convFlops, convGeometry, correlate, pair, phases, zeroInsert, type AxisGeometry, type Padding, type Phase } from './conv-geometry.js';
 import { isFrozen } from './ops/dense.js';
 import { trains, uniformInit } from './util.js';
 
@@ -151,14 +151,7 @@ export interface DepthwiseConv2dModuleOptions {
 }
 
 export function depthwiseConv2dConfig(o: DepthwiseConv2dModuleOptions | DepthwiseConv2dConfig): DepthwiseConv2dConfig {
-  return {
-    channels: o.channels,
-    kernelSize: Array.isArray(o.kernelSize) ? [...(o.kernelSize as number[])] : o.kernelSize,
-    stride: Array.isArray(o.stride) ? [...(o.stride as number[])] : (o.stride ?? 1),
-    padding: o.padding ?? 'same',
-    multiplier: o.multiplier ?? 1,
-    bias: o.bias ?? true,
-  };
+  return { channels: o.channels, multiplier: o.multiplier ?? 1, ...convGeometry(o) };
 }
 
 /**
@@ -174,7 +167,6 @@ export class DepthwiseConv2d extends Module<tf.Tensor, tf.Tensor, DepthwiseConv2
     const issues: Array<{ path: string; message: string }> = [];
     if (!Number.isInteger(config.channels) || config.channels < 1) issues.push({ path: 'channels', message: `expected a positive integer, found ${JSON.stringify(config.channels)}` });
     if (!Number.isInteger(config.multiplier) || config.multiplier < 1) issues.push({ path: 'multiplier', message: `expected a positive integer, found ${JSON.stringify(config.multiplier)}` });
-    if (typeof config.bias !== 'boolean') issues.push({ path: 'bias', message: `expected a boolean, found ${JSON.stringify(config.bias)}` });
     checkConvGeometry(config, issues);
     if (issues.length) throw new ConfigError('depthwise-conv2d: invalid config', issues);
     super(config);
@@ -200,12 +192,8 @@ export class DepthwiseConv2d extends Module<tf.Tensor, tf.Tensor, DepthwiseConv2
 
   override flops(_x: tf.Tensor, y: tf.Tensor): FlopCount {
     const [kh, kw] = pair(this.config.kernelSize, 'kernelSize');
-    const macs = kh * kw * y.size;
-    const bias = this.config.bias ? y.size : 0;
-    const wTrain = trains(this.param('weight'));
-    const bTrain = this.config.bias && trains(this.param('bias'));
     // backward: dx (one correlation) + dW (one product and sum per tap) + db.
-    return { forward: 2 * macs + bias, backward: 2 * macs + (wTrain ? 2 * macs : 0) + (bTrain ? bias : 0) };
+    return convFlops(kh * kw * y.size, y.size, this.config.bias, trains(this.param('weight')), this.config.bias && trains(this.param('bias')));
   }
 }
 
