@@ -14,21 +14,15 @@ import { parseArgs } from 'node:util';
 import { loadModel, useBackend, type BackendName } from '@leanpass/core';
 import { LLAMA_TINY_CONFIG, createLlama, type Llama } from '@leanpass/models';
 import { loadCheckpointWeights } from '@leanpass/train';
-import { finishLlamaTiny } from './llama-tiny-card.js';
+import { LLAMA_TINY_RECIPE_OPTIONS, finishLlamaTiny } from './llama-tiny-card.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const { values: args } = parseArgs({
   options: {
     checkpoint: { type: 'string' },
-    steps: { type: 'string', default: '1200' },
-    batch: { type: 'string', default: '16' },
-    seq: { type: 'string', default: '128' },
-    lr: { type: 'string', default: '0.003' },
-    warmup: { type: 'string', default: '60' },
-    seed: { type: 'string', default: '0' },
+    ...LLAMA_TINY_RECIPE_OPTIONS,
     wall: { type: 'string', default: join(root, 'tmp/llama-tiny-ckpt/wall.json') },
     out: { type: 'string', default: join(root, 'packages/zoo/models/llama-tiny') },
-    backend: { type: 'string', default: 'wasm' },
     note: { type: 'string' },
   },
 });

@@ -21,6 +21,20 @@ import {
   type Llama,
 } from '@leanpass/models';
 
+/**
+ * The training recipe's command-line options (node:util parseArgs), shared by the training script and
+ * the re-evaluation script so the card always describes the recipe with the same defaults.
+ */
+export const LLAMA_TINY_RECIPE_OPTIONS = {
+  steps: { type: 'string', default: '1200' },
+  batch: { type: 'string', default: '16' },
+  seq: { type: 'string', default: '128' },
+  lr: { type: 'string', default: '0.003' },
+  warmup: { type: 'string', default: '60' },
+  seed: { type: 'string', default: '0' },
+  backend: { type: 'string', default: 'wasm' },
+} as const;
+
 /** The fixed slice the zoo test re-measures: the first SLICE_WINDOWS non-overlapping windows of the val stream. */
 export const SLICE_WINDOWS = 16;
 

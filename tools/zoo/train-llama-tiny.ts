@@ -19,20 +19,14 @@ import { useBackend, type BackendName } from '@leanpass/core';
 import { corpusStream, createWindowSampler, loadFortunes } from '@leanpass/data';
 import { LLAMA_TINY_CONFIG, bitsPerByte, createLlama, llamaLinearParams, type Llama } from '@leanpass/models';
 import { AdamW, Trainer, softmaxCrossEntropy, warmupCosineSchedule, type Batch } from '@leanpass/train';
-import { finishLlamaTiny } from './llama-tiny-card.js';
+import { LLAMA_TINY_RECIPE_OPTIONS, finishLlamaTiny } from './llama-tiny-card.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const { values: args } = parseArgs({
   options: {
-    steps: { type: 'string', default: '1200' },
-    batch: { type: 'string', default: '16' },
-    seq: { type: 'string', default: '128' },
-    lr: { type: 'string', default: '0.003' },
-    warmup: { type: 'string', default: '60' },
-    seed: { type: 'string', default: '0' },
+    ...LLAMA_TINY_RECIPE_OPTIONS,
     ckpt: { type: 'string', default: join(root, 'tmp/llama-tiny-ckpt') },
     out: { type: 'string', default: join(root, 'packages/zoo/models/llama-tiny') },
-    backend: { type: 'string', default: 'wasm' },
     resume: { type: 'boolean', default: false },
   },
 });
