@@ -10,3 +10,4 @@ export * from './depthwise.js';
 export * from './batchnorm.js';
 export * from './gradcheck.js';
 export * from './canvas.js';
+export * from './canvas-attention.js';
