@@ -3,3 +3,4 @@ export * from './idx.js';
 export * from './dataset.js';
 export * from './fashion-mnist.js';
 export * from './text.js';
+export * from './tasks.js';

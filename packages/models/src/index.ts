@@ -1,2 +1,3 @@
 export * from './llama/index.js';
 export * from './vit/index.js';
+export * from './dllm/index.js';

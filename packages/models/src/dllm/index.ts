@@ -1,0 +1,4 @@
+export * from './config.js';
+export * from './model.js';
+export * from './objective.js';
+export * from './sampler.js';
