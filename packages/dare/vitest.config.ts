@@ -1,0 +1,3 @@
+import { leanpassVitest } from '../../vitest.shared.js';
+
+export default leanpassVitest('dare');
