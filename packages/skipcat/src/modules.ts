@@ -1,5 +1,66 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, type FlopCount, type JsonObject, type ModuleRegistry, type RunContext } from '@leanpass/core';
+import { matMulRaw } from '@leanpass/nn';
+
+/** Name of the wasm kernel behind `columnPieces`. */
+export const COLUMN_PIECES_KERNEL = 'LeanpassSkipcatColumnPieces';
+
+/** The part of tfjs-wasm's BackendWasm the kernel uses (public methods in 4.22). */
+interface WasmHeapBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+tf.registerKernel({
+  kernelName: COLUMN_PIECES_KERNEL,
+  backendName: 'wasm',
+  kernelFunc: ({ inputs, backend, attrs }) => {
+    const x = inputs['x'] as tf.TensorInfo;
+    const { cols, sizes } = attrs as unknown as { cols: Int32Array | null; sizes: number[] };
+    const be = backend as WasmHeapBackend;
+    const [T, n] = x.shape as [number, number];
+    const outs = sizes.map((k) => be.makeOutput([T, k], x.dtype));
+    // Views are taken after every allocation: an allocation may grow (and so detach) the heap.
+    const src = be.typedArrayFromHeap(x);
+    let off = 0;
+    sizes.forEach((k, p) => {
+      const dst = be.typedArrayFromHeap(outs[p] as tf.TensorInfo);
+      for (let t = 0; t < T; t++) {
+        const so = t * n;
+        const d0 = t * k;
+        if (cols) for (let j = 0; j < k; j++) dst[d0 + j] = src[so + (cols[off + j] as number)] as number;
+        else dst.set(src.subarray(so + off, so + off + k), d0);
+      }
+      off += k;
+    });
+    return outs;
+  },
+});
+
+/**
+ * Columns of x [T, n] cut into pieces [T, sizes[i]]: piece i holds columns cols[o_i … o_i + sizes[i])
+ * (o_i = sizes[0] + … + sizes[i−1]), or the contiguous columns o_i… when `cols` is null. One
+ * dispatch of a JS copy on the wasm heap (tfjs-wasm's Slice/SplitV copy the whole input per piece,
+ * and its gathers move ~30 M elements/s): the inference path of the factorised linears at small
+ * row counts. Not differentiable (call it with no gradient tape); other backends use gatherND/slice.
+ */
+export function columnPieces(x: tf.Tensor2D, cols: Int32Array | null, sizes: number[]): tf.Tensor2D[] {
+  const [T, n] = x.shape;
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (total > n || (cols && cols.length !== total)) throw new ConfigError(`columnPieces: expected pieces of ${total} of the ${n} columns${cols ? ` and ${total} column indices, found ${cols.length}` : ''}`);
+  if (tf.getBackend() === 'wasm' && x.dtype === 'float32') return tf.engine().runKernel(COLUMN_PIECES_KERNEL, { x }, { cols, sizes } as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
+  let off = 0;
+  return sizes.map((k) => {
+    const piece = cols ? tf.gather<tf.Tensor2D>(x, tf.tensor1d(cols.subarray(off, off + k), 'int32'), 1) : tf.slice(x, [0, off], [T, k]);
+    off += k;
+    return piece;
+  });
+}
+
+/** True while a gradient tape may be recording (inside tf.grad / variableGrads / minimize). */
+function tapeActive(): boolean {
+  return tf.engine().state.gradientDepth > 0;
+}
 
 /** How a factorised unit reads its input. */
 export interface SkipConfig extends JsonObject {
@@ -133,6 +194,7 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   readonly kind: 'skipcat.linear' | 'skipcat.cat';
   private readonly indexCache = new Map<number, { keep: tf.Tensor; rest: tf.Tensor | null }>();
   private denseA: tf.Tensor2D | null = null;
+  private keepRest: Int32Array | null = null;
 
   constructor(config: LowRankConfig, values?: { a: tf.Tensor | null; b: tf.Tensor; bias?: tf.Tensor }) {
     const cfg = parseLowRankConfig(config.outs.length > 1 ? 'skipcat.cat' : 'skipcat.linear', config);
@@ -185,35 +247,56 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   /** The latent h = A·x (plain) or x_keep + A′·x_rest (Skip), rows [T, r]. */
   latent(rows: tf.Tensor2D): tf.Tensor2D {
     const { skip, rank: r, inFeatures: n } = this.config;
-    if (!skip) return tf.matMul(rows, this.param('a').variable);
+    const fast = this.inferenceFast();
+    const mm = fast ? matMulRaw : (a: tf.Tensor2D, b: tf.Tensor): tf.Tensor2D => tf.matMul(a, b);
+    if (!skip) return mm(rows, this.param('a').variable);
     const T = rows.shape[0];
     if (this.config.inference === 'dense-a' || (this.config.inference === 'auto' && T <= AUTO_DENSE_A_ROWS)) {
       this.denseA ??= tf.keep(denseInputFactor(this));
-      return tf.matMul(rows, this.denseA);
+      return mm(rows, this.denseA);
     }
+    if (r === n && skip.inputPermuted) return rows;
     let xk: tf.Tensor2D;
-    let xr: tf.Tensor2D | null;
-    if (skip.inputPermuted) {
-      xk = r === n ? rows : tf.slice(rows, [0, 0], [T, r]);
-      xr = r === n ? null : tf.slice(rows, [0, r], [T, n - r]);
+    let xr: tf.Tensor2D;
+    if (r === n) {
+      // A′ is empty: the latent is x in the kept order
+      this.keepRest ??= Int32Array.from(skip.keep);
+      return fast ? (columnPieces(rows, this.keepRest, [r])[0] as tf.Tensor2D) : (tf.gatherND(rows, this.indices(T).keep) as tf.Tensor2D);
+    }
+    if (fast) {
+      // one dispatch for both pieces ([x_keep | x_rest] in that order)
+      this.keepRest ??= skip.inputPermuted ? null : Int32Array.from([...skip.keep, ...skip.rest]);
+      [xk, xr] = columnPieces(rows, this.keepRest, [r, n - r]) as [tf.Tensor2D, tf.Tensor2D];
+    } else if (skip.inputPermuted) {
+      xk = tf.slice(rows, [0, 0], [T, r]);
+      xr = tf.slice(rows, [0, r], [T, n - r]);
     } else {
       const idx = this.indices(T);
       xk = tf.gatherND(rows, idx.keep) as tf.Tensor2D;
-      xr = idx.rest ? (tf.gatherND(rows, idx.rest) as tf.Tensor2D) : null;
+      xr = tf.gatherND(rows, idx.rest as tf.Tensor) as tf.Tensor2D;
     }
-    return xr ? tf.add(xk, tf.matMul(xr, this.param('a').variable)) : xk;
+    return tf.add(xk, mm(xr, this.param('a').variable));
+  }
+
+  /**
+   * The inference path: wasm, no gradient tape. Products skip tf.matMul's rank-3 reshapes, the
+   * Skip pieces and a Cat group's outputs are cut by one `columnPieces` dispatch each.
+   */
+  private inferenceFast(): boolean {
+    return tf.getBackend() === 'wasm' && !tapeActive();
   }
 
   forward(x: tf.Tensor, ctx: RunContext): tf.Tensor {
     const { rows, lead } = rowsOf(x, this.config.inFeatures, this.kind);
+    const fast = this.inferenceFast();
     const h = this.latent(rows);
-    let y: tf.Tensor2D = tf.matMul(h, this.param('b').variable);
+    let y: tf.Tensor2D = fast ? matMulRaw(h, this.param('b').variable) : tf.matMul(h, this.param('b').variable);
     if (this.config.bias) y = tf.add(y, this.param('bias').variable);
     const { outs } = this.config;
     if (outs.length === 1) return lead.length === 1 ? y : tf.reshape(y, [...lead, outs[0] as number]);
-    const parts = tf.split<tf.Tensor2D>(y, outs, 1);
+    const parts = fast ? columnPieces(y, null, outs) : tf.split<tf.Tensor2D>(y, outs, 1);
     ctx.state.set(`skipcat:${this.config.group}`, { dataId: x.dataId, parts } satisfies GroupEntry);
-    return tf.reshape(parts[0] as tf.Tensor, [...lead, outs[0] as number]);
+    return lead.length === 1 ? (parts[0] as tf.Tensor) : tf.reshape(parts[0] as tf.Tensor, [...lead, outs[0] as number]);
   }
 
   /** Drops the dense-A cache (call after changing the 'a' parameter in place). */
@@ -268,7 +351,7 @@ export class CatSlice extends Module<tf.Tensor, tf.Tensor, SliceConfig> {
     }
     const part = e.parts[index];
     if (!part || part.isDisposed) throw new ConfigError(`skipcat.slice (group '${group}', member ${index}): the head's output was already disposed (call the members inside the same tf.tidy as the head)`);
-    return tf.reshape(part, [...x.shape.slice(0, -1), outFeatures]);
+    return x.rank === 2 ? part : tf.reshape(part, [...x.shape.slice(0, -1), outFeatures]);
   }
 
   override flops(): FlopCount {

@@ -4,3 +4,4 @@ export * from './eval.js';
 export * from './generate.js';
 export * from './hf.js';
 export * from './fortunes.js';
+export * from './decode.js';

@@ -24,6 +24,7 @@ import { fortunesCorpus, fortunesStream } from './fortunes.js';
 import { generate } from './generate.js';
 import { hfLlamaTensors, loadHfLlama } from './hf.js';
 import { LLAMA_CACHE_KEY, createLlama, llamaCacheLength, type Llama } from './model.js';
+import { gradientTapeActive } from './decode.js';
 
 const SMALL: LlamaConfig = llamaConfig({
   vocab_size: 23,
@@ -524,6 +525,119 @@ describe('llama on wasm', () => {
     } finally {
       await useBackend('cpu');
     }
+  });
+});
+
+/**
+ * Batch-1 cached decoding in chunks [s, e) (each with its own `fast` flag) → logits [T, vocab] of
+ * the one sequence; the context's state is disposed and checked freed.
+ */
+function decodeChunks(m: Llama, seq: number[], plan: Array<[number, number, boolean]>): number[][] {
+  const ctx = createRunContext();
+  const out: number[][] = [];
+  const before = tf.memory().numTensors;
+  for (const [s, e, fast] of plan) {
+    const rows = tf.tidy(() => m.call({ ids: tf.tensor2d([seq.slice(s, e)], [1, e - s], 'int32'), cache: true, fast }, ctx).arraySync() as number[][][]);
+    out.push(...(rows[0] as number[][]));
+    expect(llamaCacheLength(ctx)).toBe(e);
+  }
+  ctx.state.dispose();
+  expect(tf.memory().numTensors).toBeLessThanOrEqual(before);
+  return out;
+}
+
+describe('llama batch-1 decode fast path', () => {
+  // GQA 6 query / 2 kv heads (and MHA below), head_dim 8, RoPE base 500: the grouped masking matters.
+  const GQA = llamaConfig({ ...SMALL, hidden_size: 48, num_attention_heads: 6, num_key_value_heads: 2, intermediate_size: 40 });
+  const MHA = llamaConfig({ ...SMALL, hidden_size: 32, num_attention_heads: 4, num_key_value_heads: 4 });
+  const seq = [4, 8, 15, 16, 2, 1, 0, 9, 22, 7, 3, 5];
+  const chunks = (fast: boolean | ((i: number) => boolean)): Array<[number, number, boolean]> =>
+    (
+      [
+        [0, 5],
+        [5, 6],
+        [6, 7],
+        [7, 10],
+        [10, 11],
+        [11, 12],
+      ] as Array<[number, number]>
+    ).map(([s, e], i) => [s, e, typeof fast === 'function' ? fast(i) : fast]);
+
+  for (const backend of ['cpu', 'wasm'] as const) {
+    it(`equals the full forward and the general path, prefill and single tokens, shared cache (${backend})`, async () => {
+      await useBackend(backend);
+      try {
+        for (const cfg of [GQA, MHA]) {
+          const m = createLlama(cfg, { seed: 31 });
+          const full = logitsOf(m, [seq])[0] as number[][];
+          const general = decodeChunks(m, seq, chunks(false));
+          const fast = decodeChunks(m, seq, chunks(true));
+          // the two paths read and extend each other's cache
+          const mixed = decodeChunks(m, seq, chunks((i) => i % 2 === 0));
+          expect(maxDiff(general, full)).toBeLessThan(2e-5);
+          expect(maxDiff(fast, full)).toBeLessThan(2e-5);
+          expect(maxDiff(fast, general)).toBeLessThan(2e-5);
+          expect(maxDiff(mixed, full)).toBeLessThan(2e-5);
+          // and it is the same function, not a near miss: a different token changes the logits
+          const other = decodeChunks(m, [...seq.slice(0, 11), 6], chunks(true));
+          expect(maxDiff([other[11] as number[]], [fast[11] as number[]])).toBeGreaterThan(1e-3);
+          m.dispose();
+        }
+      } finally {
+        await useBackend('cpu');
+      }
+    });
+  }
+
+  it('follows replaced children: a replaced q (a Linear subclass) runs its own forward on the fast path (wasm)', async () => {
+    await useBackend('wasm');
+    try {
+      replacedChild();
+    } finally {
+      await useBackend('cpu');
+    }
+  });
+
+  function replacedChild(): void {
+    const m = createLlama(GQA, { seed: 32 });
+    const ref = decodeChunks(m, seq, chunks(false));
+    // A Linear subclass that doubles its output: the fast path must call it (not read its weight).
+    class Doubled extends Linear {
+      override forward(x: tf.Tensor, ctx: ReturnType<typeof createRunContext>): tf.Tensor {
+        return tf.mul(super.forward(x, ctx), 2);
+      }
+    }
+    const q = m.get('layers.1.attn.q') as Linear;
+    const d = new Doubled({ inFeatures: q.config.inFeatures, outFeatures: q.config.outFeatures, bias: false }, { rng: new Rng(0) });
+    d.param('weight').variable.assign(tf.mul(q.weight, 0.5));
+    m.replace('layers.1.attn.q', d).dispose();
+    expect(maxDiff(decodeChunks(m, seq, chunks(true)), ref)).toBeLessThan(2e-5);
+    m.dispose();
+  }
+
+  it('is not taken under a gradient tape: cached forwards inside variableGrads give the uncached gradients', () => {
+    const m = createLlama(SMALL, { seed: 33 });
+    const vars = [...m.namedParams()].map(([, p]) => p.variable);
+    const ids = [[3, 1, 4, 1, 5]];
+    const gradsOf = (cache: boolean): number[] =>
+      tf.tidy(() => {
+        const ctx = createRunContext();
+        let seen = false;
+        const { grads } = tf.variableGrads(() => {
+          seen = gradientTapeActive();
+          return tf.sum(tf.square(m.call({ ids: tf.tensor2d(ids, [1, 5], 'int32'), cache }, ctx)));
+        }, vars);
+        ctx.state.dispose();
+        expect(seen).toBe(true);
+        return Object.values(grads).flatMap((g) => Array.from(g.dataSync()));
+      });
+    expect(gradientTapeActive()).toBe(false);
+    const a = gradsOf(false);
+    const b = gradsOf(true);
+    expect(a.length).toBeGreaterThan(0);
+    expect(Math.max(...a.map((v, i) => Math.abs(v - (b[i] as number))))).toBeLessThan(1e-5);
+    expect(Math.max(...a.map(Math.abs))).toBeGreaterThan(1e-3);
+    m.dispose();
   });
 });
 

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, Rng, registry, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
 import { Attention, Embedding, Linear, RMSNorm, SwiGLU, dense, transposeLast2, type KV } from '@leanpass/nn';
 import { llamaConfig, type LlamaConfig, type LlamaConfigInput } from './config.js';
+import { fastBlockStep, fastPathApplies, gradientTapeActive } from './decode.js';
 
 /** Config of one decoder block (kind 'llama.block'). */
 export interface LlamaBlockConfig extends JsonObject {
@@ -19,9 +20,11 @@ export interface LlamaBlockInput {
   x: tf.Tensor;
   /** Read past K/V from, and write the extended K/V to, `ctx.state` under this key. */
   cacheKey?: string;
+  /** Allow the batch-1 inference fast path (default true; see `LlamaInput.fast`). */
+  fast?: boolean;
 }
 
-/** Cached K/V of one block: [B, kvHeads, P, headDim] each (RoPE already applied to k). */
+/** Cached K/V of one block: [B, kvHeads, P, headDim] each (RoPE already applied to k); both paths share it. */
 export type LlamaLayerCache = KV;
 
 export function llamaBlockConfig(c: LlamaConfig): LlamaBlockConfig {
@@ -58,11 +61,34 @@ export class LlamaBlock extends Module<tf.Tensor | LlamaBlockInput, tf.Tensor, L
   forward(input: tf.Tensor | LlamaBlockInput, ctx: RunContext): tf.Tensor {
     const inp: LlamaBlockInput = input instanceof tf.Tensor ? { x: input } : input;
     const x = inp.x;
+    if (inp.cacheKey !== undefined && inp.fast !== false && x.shape[0] === 1 && !gradientTapeActive()) {
+      const attn = this.child('attn');
+      if (fastPathApplies(attn, ctx)) return this.fastStep(x, attn, ctx, inp.cacheKey);
+    }
     const h = this.child('attnNorm').call(x, ctx) as tf.Tensor;
     const a = inp.cacheKey === undefined ? (this.child('attn').call(h, ctx) as tf.Tensor) : this.cachedAttention(h, ctx, inp.cacheKey);
     const x1 = tf.add(x, a);
     const m = this.child('mlp').call(this.child('mlpNorm').call(x1, ctx), ctx) as tf.Tensor;
     return tf.add(x1, m);
+  }
+
+  /**
+   * The batch-1 inference path (no gradient tape; see decode.ts): the same function with far fewer
+   * ops, on the same cache layout as the general path.
+   */
+  private fastStep(x: tf.Tensor, attn: Attention, ctx: RunContext, key: string): tf.Tensor {
+    const [, N, d] = x.shape as [number, number, number];
+    const past = ctx.state.get<LlamaLayerCache>(key);
+    if (past && past.k.shape[0] !== 1) throw new ConfigError(`llama.block: the cache '${key}' holds ${past.k.shape[0]} sequences, the input has 1`);
+    const { y, cache } = fastBlockStep({ attnNorm: this.child('attnNorm'), attn, mlpNorm: this.child('mlpNorm'), mlp: this.child('mlp') }, tf.reshape<tf.Rank.R2>(x, [N, d]), past, ctx);
+    tf.keep(cache.k);
+    tf.keep(cache.v);
+    if (past) {
+      past.k.dispose();
+      past.v.dispose();
+    }
+    ctx.state.set(key, cache);
+    return tf.reshape(y, [1, N, d]);
   }
 
   /**
@@ -131,6 +157,13 @@ export interface LlamaInput {
    * context's StateStore (one per generation) and is freed by `ctx.state.dispose()`.
    */
   cache?: boolean | string;
+  /**
+   * With a cache at batch 1 and no gradient tape recording, run the blocks' inference fast path
+   * (decode.ts: fused norms, RoPE from per-step tables, attention for all heads in two matMuls over
+   * nn's cache layout). Default true; false forces the general (differentiable) layers. Both compute
+   * the same function (float32 summation-order noise) and share the cache.
+   */
+  fast?: boolean;
 }
 
 export const LLAMA_CACHE_KEY = 'llama.kv';
@@ -189,7 +222,7 @@ export class Llama extends Module<tf.Tensor | LlamaInput, tf.Tensor, LlamaConfig
       const block = layers.block(i);
       const x = h;
       // One tidy per block: its temporaries go as soon as it returns (the tape keeps what backward needs).
-      h = tf.tidy(() => block.call(key === undefined ? x : { x, cacheKey: `${key}/${i}` }, ctx));
+      h = tf.tidy(() => block.call(key === undefined ? x : { x, cacheKey: `${key}/${i}`, ...(inp.fast === false ? { fast: false } : {}) }, ctx));
       if (i > 0) x.dispose();
     }
     return this.child('norm').call(h, ctx) as tf.Tensor;
