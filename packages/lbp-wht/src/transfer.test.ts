@@ -58,4 +58,43 @@ describe('transfer task', () => {
     expect(last).toBeLessThan(first);
     await expect(finetuneVit(smallVit(1), { train, test, steps: 0 })).rejects.toThrow(/at least one update/);
   });
+
+  it('headSteps (LP-FT): the probing phase updates only the head, then every trainable parameter; flags restored', async () => {
+    const train = toyData(64, 0);
+    const test = toyData(40, 1);
+    const model = smallVit(2);
+    const snapshot = (): Map<string, Float32Array> => new Map([...model.namedParams()].map(([path, p]) => [path, p.variable.dataSync().slice() as Float32Array]));
+    const before = snapshot();
+    const frozenBefore = [...model.namedParams()].filter(([, p]) => !p.trainable).map(([path]) => path);
+    let afterProbe: Map<string, Float32Array> | undefined;
+    let dones = 0;
+    const res = await finetuneVit(model, {
+      train,
+      test,
+      steps: 3,
+      headSteps: 4,
+      batchSize: 16,
+      lr: 3e-3,
+      seed: 5,
+      evalBatchSize: 20,
+      onEvent: (e) => {
+        if (e.type === 'done' && dones++ === 0) afterProbe = snapshot();
+      },
+    });
+    expect(res.steps).toBe(3);
+    expect(res.headSteps).toBe(4);
+    expect(res.curve).toHaveLength(3);
+    expect(afterProbe).toBeDefined();
+    const probed = afterProbe as Map<string, Float32Array>;
+    const after = snapshot();
+    for (const [path, v] of before) {
+      const changedInProbe = !Array.from(probed.get(path) as Float32Array).every((x, i) => x === v[i]);
+      const changedAtEnd = !Array.from(after.get(path) as Float32Array).every((x, i) => x === v[i]);
+      expect(changedInProbe, path).toBe(path.startsWith('head.'));
+      expect(changedAtEnd, path).toBe(true);
+    }
+    expect([...model.namedParams()].filter(([, p]) => !p.trainable).map(([path]) => path)).toEqual(frozenBefore);
+    await expect(finetuneVit(smallVit(1), { train, test, steps: 1, headSteps: -1 })).rejects.toThrow(/headSteps/);
+    model.dispose();
+  });
 });

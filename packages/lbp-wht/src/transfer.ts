@@ -11,7 +11,7 @@
 /* eslint-disable @nx/enforce-module-boundaries -- bench-only module: the transfer task needs the data
    loaders and the trainer; src/index.ts (the pass itself) does not import this file. */
 import type * as tf from '@tensorflow/tfjs';
-import { ConfigError, type AnyModule } from '@leanpass/core';
+import { ConfigError, type AnyModule, type RunContext } from '@leanpass/core';
 import {
   FASHION_MNIST_TRANSFER,
   classBalancedIndices,
@@ -92,6 +92,15 @@ export interface FinetuneOptions {
   clipNorm?: number;
   /** Seed of the data order (default 0). */
   seed?: number;
+  /**
+   * Linear probing first (LP-FT): train only the parameters under `headPath` for this many updates
+   * (AdamW at the peak `lr`, linear warm-up over the first 10 %, cosine to `floorRatio`), then the full run
+   * (`epochs` / `steps`) over all trainable parameters with a fresh optimizer. Default 0 (no probing phase).
+   * Its batches follow a seeded order of their own (data seed + 7919), the same in every arm.
+   */
+  headSteps?: number;
+  /** Module path of the classifier head trained in the probing phase (default 'head'). */
+  headPath?: string;
   /** Batch size of the final evaluation (default 250). */
   evalBatchSize?: number;
   /** Zero-pad images to this side (default 32, the ViT's input size; images of this size are used as they are). */
@@ -105,8 +114,10 @@ export interface FinetuneResult {
   /** Accuracy on `test` after training. */
   accuracy: number;
   testLoss: number;
-  /** Updates done. */
+  /** Updates done (the full run; `headSteps` not included). */
   steps: number;
+  /** Updates of the head-only probing phase. */
+  headSteps: number;
   /** Wall time of training and evaluation. */
   ms: number;
   /** Mean wall time of one update (forward, backward, optimizer), evaluation and data loading excluded. */
@@ -119,6 +130,40 @@ export interface FinetuneResult {
 
 function* batchesOf(ds: ImageDataset, opts: { batchSize: number; seed: number; epoch: number; shuffle: boolean; padTo: number }): Generator<Batch> {
   for (const b of epochBatches(ds, opts)) yield { x: b.x, y: b.y };
+}
+
+/** The head-only phase of LP-FT: every other parameter frozen for its duration, flags restored after. */
+async function probeHead(
+  model: AnyModule,
+  opts: FinetuneOptions,
+  o: { headSteps: number; batchSize: number; padTo: number; seed: number; lr: number; loss: (m: AnyModule, batch: Batch, ctx: { run: RunContext }) => tf.Scalar },
+): Promise<void> {
+  const headPath = opts.headPath ?? 'head';
+  const head = model.get(headPath);
+  const flags = [...model.namedParams()].map(([, p]) => [p, p.trainable] as const);
+  const headParams = new Set([...head.namedParams()].map(([, p]) => p));
+  if (![...headParams].some((p) => p.trainable)) throw new ConfigError(`finetuneVit: headSteps needs trainable parameters under '${headPath}', found none`);
+  for (const [p] of flags) if (!headParams.has(p)) p.trainable = false;
+  try {
+    const trainer = new Trainer(model, {
+      optimizer: new AdamW({ weightDecay: opts.weightDecay ?? 1e-5, decay: (_path, shape) => shape.length >= 2 }),
+      lr: warmupCosineSchedule({ peak: o.lr, warmupSteps: Math.floor(o.headSteps / 10), totalSteps: o.headSteps, floor: o.lr * (opts.floorRatio ?? 0.01) }),
+      seed: o.seed,
+      clipNorm: opts.clipNorm ?? 5,
+    });
+    await trainer.run<Batch>(
+      {
+        // a shuffle of its own, distinct from the full run's (identical across arms)
+        data: (epoch, info) => batchesOf(opts.train, { batchSize: o.batchSize, seed: info.seed + 7919, epoch, shuffle: true, padTo: o.padTo }),
+        steps: o.headSteps,
+        loss: o.loss,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      },
+      (e) => opts.onEvent?.(e),
+    );
+  } finally {
+    for (const [p, t] of flags) p.trainable = t;
+  }
 }
 
 /**
@@ -138,13 +183,17 @@ export async function finetuneVit(model: AnyModule, opts: FinetuneOptions): Prom
   const lr = opts.lr ?? 1e-3;
   const warmupSteps = opts.warmupSteps ?? Math.min(50, Math.floor(total / 10));
   const labelSmoothing = opts.labelSmoothing ?? 0;
+  const loss = (m: AnyModule, batch: Batch, ctx: { run: RunContext }): tf.Scalar => softmaxCrossEntropy(m.call(batch.x, ctx.run) as tf.Tensor, batch.y, { labelSmoothing });
+  const headSteps = opts.headSteps ?? 0;
+  if (!Number.isInteger(headSteps) || headSteps < 0) throw new ConfigError(`finetuneVit: expected headSteps to be an integer ≥ 0, found ${headSteps}`);
+  const t0 = performance.now();
+  if (headSteps > 0) await probeHead(model, opts, { headSteps, batchSize, padTo, seed, lr, loss });
   const trainer = new Trainer(model, {
     optimizer: new AdamW({ weightDecay: opts.weightDecay ?? 1e-5, decay: (_path, shape) => shape.length >= 2 }),
     lr: warmupCosineSchedule({ peak: lr, warmupSteps, totalSteps: total, floor: lr * (opts.floorRatio ?? 0.01) }),
     seed,
     clipNorm: opts.clipNorm ?? 5,
   });
-  const t0 = performance.now();
   const stepMs: number[] = [];
   const curve: Array<{ step: number; loss: number }> = [];
   const summary = await trainer.run<Batch>(
@@ -152,7 +201,7 @@ export async function finetuneVit(model: AnyModule, opts: FinetuneOptions): Prom
       data: (epoch, info) => batchesOf(opts.train, { batchSize, seed: info.seed, epoch, shuffle: true, padTo }),
       steps: total,
       ...(epochs !== undefined ? { epochs } : {}),
-      loss: (m, batch, ctx) => softmaxCrossEntropy(m.call(batch.x, ctx.run) as tf.Tensor, batch.y, { labelSmoothing }),
+      loss,
       ...(opts.signal ? { signal: opts.signal } : {}),
     },
     (e) => {
@@ -170,6 +219,7 @@ export async function finetuneVit(model: AnyModule, opts: FinetuneOptions): Prom
     accuracy: metrics.accuracy,
     testLoss: metrics.loss,
     steps: summary.step,
+    headSteps,
     ms: performance.now() - t0,
     meanStepMs: stepMs.reduce((a, b) => a + b, 0) / Math.max(1, stepMs.length),
     medianStepMs: sorted[Math.floor(sorted.length / 2)] ?? 0,
