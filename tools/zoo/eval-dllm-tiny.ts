@@ -49,7 +49,8 @@ interface Variant {
 const block = Math.min(4, genLength);
 const variants: Variant[] = [
   { name: 'plain', label: `plain LLaDA: block ${block}, one token per step, low-confidence, temperature 0`, opts: { blockLength: block } },
-  { name: 'plain-1block', label: `plain, one block of ${genLength}`, opts: { blockLength: genLength } },
+  ...(genLength > 8 && genLength % 8 === 0 ? [{ name: 'plain-block8', label: 'plain, block 8', opts: { blockLength: 8 } }] : []),
+  { name: 'plain-1block', label: `plain, one block of ${genLength} (LLaDA's default block = generation)`, opts: { blockLength: genLength } },
   { name: 'prefix', label: `prefix cache, block ${block}`, opts: { blockLength: block, cache: 'prefix' } },
   { name: 'dual', label: `dual cache, block ${block}`, opts: { blockLength: block, cache: 'dual' } },
   { name: 'threshold', label: `threshold 0.9 parallel decoding, block ${block}`, opts: { blockLength: block, threshold: 0.9 } },
@@ -104,6 +105,7 @@ interface TrainFacts {
   warmup: number;
   seed: number;
   size: string;
+  answerLength?: number;
   backend: string;
   ms: number;
   lastLoss: number | null;
@@ -156,7 +158,7 @@ For a cheap re-check, config.json's metadata records the plain sampler's exact m
 ## Reproduce
 
 \`\`\`sh
-npx tsx --conditions=@leanpass/source tools/zoo/train-dllm-tiny.ts --size ${train?.size ?? 'small'} --steps ${train?.steps ?? 8000} --warmup ${train?.warmup ?? 200} --seed ${train?.seed ?? 0}
+npx tsx --conditions=@leanpass/source tools/zoo/train-dllm-tiny.ts --size ${train?.size ?? 'small'} --steps ${train?.steps ?? 8000} --warmup ${train?.warmup ?? 200} --seed ${train?.seed ?? 0} --answer-length ${train?.answerLength ?? genLength}
 npx tsx --conditions=@leanpass/source tools/zoo/eval-dllm-tiny.ts --count ${count}
 \`\`\`
 

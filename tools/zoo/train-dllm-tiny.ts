@@ -4,11 +4,11 @@
  * packages/zoo/models/dllm-tiny/{config.json, model.safetensors}. The model card (exact match with the
  * plain and the Fast-dLLM samplers) is written by tools/zoo/eval-dllm-tiny.ts.
  *
- *   npx tsx --conditions=@leanpass/source tools/zoo/train-dllm-tiny.ts [--steps 1500] [--size small]
+ *   npx tsx --conditions=@leanpass/source tools/zoo/train-dllm-tiny.ts [--steps 8000] [--size small] [--answer-length 16]
  *
  * Re-running resumes from the newest checkpoint in --ckpt (default tmp/dllm-tiny-ckpt) unless --fresh.
  * Options: --steps N, --batch B, --lr PEAK, --warmup W, --seed S, --size small|base, --tasks a,b,c,
- * --answer-length A, --ckpt DIR, --out DIR, --backend wasm|cpu, --eval-every N. Training draws only
+ * --answer-length A (generation length, default 16), --ckpt DIR, --out DIR, --backend wasm|cpu, --eval-every N. Training draws only
  * from the train side of the content split; progress is measured on held-out test problems.
  */
 import { existsSync } from 'node:fs';
@@ -32,7 +32,8 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '0' },
     size: { type: 'string', default: 'small' },
     tasks: { type: 'string', default: DLLM_TINY_TASKS.join(',') },
-    'answer-length': { type: 'string', default: '8' },
+    // dare.md §6: generation length 16–32 (canvas 8 + 16 = 24; answers EOS-padded to 16, as LLaDA's SFT does)
+    'answer-length': { type: 'string', default: '16' },
     'eval-every': { type: 'string', default: '250' },
     ckpt: { type: 'string', default: join(root, 'tmp/dllm-tiny-ckpt') },
     out: { type: 'string', default: join(root, 'packages/zoo/models/dllm-tiny') },

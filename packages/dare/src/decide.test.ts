@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, Rng, useBackend } from '@leanpass/core';
 import { applyRope } from '@leanpass/nn';
-import { checkDecision, commit, decide, newMechanismState, queryDrift, reuseSet, tokenMajor, type DecideArgs } from './decide.js';
+import { applyKeyMass, checkDecision, commit, decide, newKeyMassState, newMechanismState, queryDrift, reuseSet, tokenMajor, type DecideArgs, type DecideResult } from './decide.js';
 import { dareOptions, decisionOf, parseSettings } from './options.js';
 import { summarizeDareStats, type DareStepRecord } from './stats.js';
 
@@ -108,7 +108,7 @@ describe('decide and commit', () => {
     blockStart: false,
     metric: 'cosine',
     decision: { kind: 'threshold', tau: Infinity },
-    force: { blockStart: true, changedIds: true, maxStaleness: null },
+    force: { blockStart: true, changedIds: true, maxStaleness: null, maskedInBlock: false, changedKeyMass: null },
     ...extra,
   });
   const q0 = Float32Array.from(new Rng(4).normalArray(B * L * dq, 1));
@@ -136,14 +136,57 @@ describe('decide and commit', () => {
     expect(st.lastRefresh[0]).toBe(0);
 
     expect([...decide(st, base(q0, ids1, 2, { blockStart: true })).reuse]).toEqual(new Array(B * L).fill(0));
-    const stale = decide(st, base(q0, ids1, 3, { force: { blockStart: true, changedIds: true, maxStaleness: 2 } }));
+    const stale = decide(st, base(q0, ids1, 3, { force: { blockStart: true, changedIds: true, maxStaleness: 2, maskedInBlock: false, changedKeyMass: null } }));
     // Rows refreshed at nfe 0 are 3 forwards old (> 2): refreshed; rows refreshed at nfe 1 are reused.
     expect([...stale.reuse]).toEqual([0, 0, 1, 0, 0, 0, 0, 0, 1, 0]);
     // Without the changed-id rule a just-unmasked row would be reused at τ = ∞.
     const ids2 = ids1.slice();
     ids2[4] = 3;
-    expect(decide(st, base(q0, ids2, 2, { force: { blockStart: true, changedIds: false, maxStaleness: null } })).reuse[4]).toBe(1);
+    expect(decide(st, base(q0, ids2, 2, { force: { blockStart: true, changedIds: false, maxStaleness: null, maskedInBlock: false, changedKeyMass: null } })).reuse[4]).toBe(1);
     expect(decide(st, base(q0, ids2, 2)).reuse[4]).toBe(0);
+  });
+
+  it('maskedInBlock refreshes exactly the still-masked rows of the current block (DARE-O), and needs the mask id', () => {
+    const st = newMechanismState(B * L, dq);
+    commit(st, base(q0, ids0, 0), new Uint8Array(B * L), 'anchor');
+    // ids0: [5 6 9 9 9 | 0 5 9 9 9] with 9 as [MASK]; block [2, 4): positions 2, 3 (position 4 lies right of the block).
+    const masked = { force: { blockStart: true, changedIds: true, maxStaleness: null, maskedInBlock: true, changedKeyMass: null }, maskId: 9, blockRange: { start: 2, end: 4 } };
+    const r = decide(st, base(q0, ids0, 1, masked));
+    expect([...r.reuse]).toEqual([1, 1, 0, 0, 1, 1, 1, 0, 0, 1]);
+    expect(r.reused + r.recomputed).toBe(r.active);
+    // Without the rule every row is eligible (τ = ∞ reuses them all).
+    expect([...decide(st, base(q0, ids0, 1)).reuse]).toEqual(new Array(B * L).fill(1));
+    // A committed row of the block is no longer masked: reused again (its id change was refreshed by commit).
+    const ids1 = ids0.slice();
+    ids1[2] = 7;
+    commit(st, base(q0, ids1, 1), Uint8Array.from([1, 1, 0, 1, 1, 1, 1, 1, 1, 1]), 'anchor');
+    expect([...decide(st, base(q0, ids1, 2, masked)).reuse]).toEqual([1, 1, 1, 0, 1, 1, 1, 0, 0, 1]);
+    expect(() => decide(st, base(q0, ids1, 2, { ...masked, maskId: null }))).toThrow(/maskedInBlock needs the \[MASK\] id/);
+  });
+
+  it('changedKeyMass refreshes reused rows whose last attention put ≥ θ on keys that moved since, and stamps the moved keys', () => {
+    // One sequence of 4 positions, window = canvas; rows last refreshed at nfe 0, except row 3 at nfe 2.
+    const a = { batch: 1, length: 4, window: { start: 0, end: 4 }, pad: Int32Array.from([0]), nfe: 3 };
+    const km = newKeyMassState(1, 4);
+    km.attn.set([0.7, 0.1, 0.1, 0.1, 0.25, 0.25, 0.25, 0.25, 0.05, 0.05, 0.3, 0.6, 0.4, 0.4, 0.1, 0.1]);
+    km.hasAttn.set([1, 1, 1, 1]);
+    km.keyMovedAt.set([-1, 1, -1, 1]); // key 1 and key 3 moved at nfe 1 (before row 3's refresh at nfe 2)
+    const lastRefresh = Int32Array.from([0, 0, 0, 2]);
+    const res = (): DecideResult => ({ reuse: Uint8Array.from([1, 1, 1, 1]), drift: new Float64Array(4), reused: 4, recomputed: 0, active: 4 });
+    // Moved now: key 2. Masses on moved keys: row 0 → k1 + k2 + k3 = 0.3; row 1 → 0.75; row 2 → 0.95; row 3 (refreshed after nfe 1) → k2 = 0.1.
+    const r = res();
+    expect(applyKeyMass(r, km, lastRefresh, Uint8Array.from([0, 0, 1, 0]), a, 0.5)).toBe(2);
+    expect([...r.reuse]).toEqual([1, 0, 0, 1]);
+    expect([r.reused, r.recomputed]).toEqual([2, 2]);
+    expect([...km.keyMovedAt]).toEqual([-1, 1, 3, 1]);
+    const low = res();
+    applyKeyMass(low, km, lastRefresh, new Uint8Array(4), a, 0.05);
+    expect([...low.reuse]).toEqual([0, 0, 0, 0]);
+    // A row without a recorded attention row is refreshed.
+    km.hasAttn[0] = 0;
+    const none = res();
+    applyKeyMass(none, km, lastRefresh, new Uint8Array(4), a, 1);
+    expect([...none.reuse]).toEqual([0, 1, 1, 1]);
   });
 
   it('anchor keeps the reference of reused rows; previous moves it every step', () => {

@@ -94,6 +94,18 @@ export interface ForceRefresh {
   changedIds: boolean;
   /** Rows refreshed more than this many forwards ago; null = never. */
   maxStaleness: number | null;
+  /**
+   * Still-masked rows (id = the [MASK] id) inside the current block. Meant for DARE-O only: a masked row's
+   * input (and so its query and K/V) does not move when a neighbour is unmasked, but its attention output
+   * does, because the neighbour's key and value changed.
+   */
+  maskedInBlock: boolean;
+  /**
+   * DARE-O only, key-change-aware: refresh a reused row whose attention (head-averaged, from its last
+   * computation) put at least this mass on keys whose input moved since then (rows refreshed for a changed
+   * id, for drift, or at a block start). null = off.
+   */
+  changedKeyMass: number | null;
 }
 
 /** Per-layer, per-mechanism bookkeeping for one generation (B sequences × L canvas positions). */
@@ -128,6 +140,10 @@ export interface DecideArgs {
   metric: DriftMetric;
   decision: Decision;
   force: ForceRefresh;
+  /** Canvas positions [start, end) of the current block (needed by `force.maskedInBlock`). */
+  blockRange?: { start: number; end: number };
+  /** The [MASK] id (needed by `force.maskedInBlock`). */
+  maskId?: number | null;
 }
 
 export interface DecideResult {
@@ -157,6 +173,11 @@ export function decide(st: MechanismState, a: DecideArgs): DecideResult {
   const eligible = new Uint8Array(N);
   const counted = new Uint8Array(N);
   const dr = new Float64Array(N);
+  const maskedRule = a.force.maskedInBlock;
+  if (maskedRule && (a.maskId === undefined || a.maskId === null || !a.blockRange)) {
+    throw new ConfigError(`dare: forceRefresh.maskedInBlock needs the [MASK] id and the block range, found maskId ${String(a.maskId)} and block range ${a.blockRange ? `[${a.blockRange.start}, ${a.blockRange.end})` : 'none'}`);
+  }
+  const blk = a.blockRange ?? { start: 0, end: 0 };
   for (let b = 0; b < B; b++) {
     const pad = a.pad[b] as number;
     eligible.fill(0);
@@ -172,6 +193,7 @@ export function decide(st: MechanismState, a: DecideArgs): DecideResult {
       let ok = !(a.force.blockStart && a.blockStart);
       if (ok && a.force.changedIds && a.ids[row] !== st.idAtRefresh[row]) ok = false;
       if (ok && a.force.maxStaleness !== null && a.nfe - (st.lastRefresh[row] as number) > a.force.maxStaleness) ok = false;
+      if (ok && maskedRule && pos >= blk.start && pos < blk.end && a.ids[row] === a.maskId) ok = false;
       eligible[n] = ok ? 1 : 0;
     }
     const set = reuseSet(dr, eligible, counted, a.decision);
@@ -223,4 +245,60 @@ export function tokenMajor(q: Float32Array, B: number, H: number, N: number, d: 
     }
   }
   return out;
+}
+
+/** What the key-change-aware rule (`forceRefresh.changedKeyMass`) keeps per layer for one generation. */
+export interface KeyMassState {
+  /** Head-averaged attention probabilities of every row over the canvas keys at its last O computation [B·L·L]. */
+  attn: Float32Array;
+  /** 1 where `attn` holds a row. */
+  hasAttn: Uint8Array;
+  /** NFE at which each position's key last moved (its input changed); −1 = never since its first computation. */
+  keyMovedAt: Int32Array;
+}
+
+export function newKeyMassState(batch: number, length: number): KeyMassState {
+  return { attn: new Float32Array(batch * length * length), hasAttn: new Uint8Array(batch * length), keyMovedAt: new Int32Array(batch * length).fill(-1) };
+}
+
+/**
+ * The key-change-aware refresh of DARE-O (dare.md §6: "low reuse on just-unmasked tokens and their masked
+ * neighbours"). A row's attention output changes when the keys it attends to change, even when its own
+ * query does not. `moved[i]` (window rows, b-major) marks the rows whose input moved this forward; a reused
+ * counted row i is switched to recompute when the attention mass it put (at its last O computation,
+ * `lastRefresh`) on keys that moved since then — this forward included — reaches `theta`. Rows without a
+ * recorded attention row are refreshed. Updates `res` in place (reuse, reused, recomputed) and then stamps
+ * the moved keys with `nfe`. Returns the number of rows switched.
+ */
+export function applyKeyMass(res: DecideResult, km: KeyMassState, lastRefresh: Int32Array, moved: Uint8Array, a: Pick<DecideArgs, 'batch' | 'length' | 'window' | 'pad' | 'nfe'>, theta: number): number {
+  const { batch: B, length: L, window } = a;
+  const N = window.end - window.start;
+  let switched = 0;
+  for (let b = 0; b < B; b++) {
+    const pad = a.pad[b] as number;
+    for (let n = 0; n < N; n++) {
+      const i = b * N + n;
+      const pos = window.start + n;
+      if (!res.reuse[i] || pos < pad) continue;
+      const row = b * L + pos;
+      let mass = 0;
+      if (km.hasAttn[row]) {
+        const since = lastRefresh[row] as number;
+        const off = row * L;
+        for (let j = pad; j < L; j++) {
+          const inWin = j >= window.start && j < window.end;
+          const movedNow = inWin && moved[b * N + (j - window.start)] === 1;
+          if (movedNow || (km.keyMovedAt[b * L + j] as number) > since) mass += km.attn[off + j] as number;
+        }
+      } else mass = Infinity;
+      if (mass >= theta) {
+        res.reuse[i] = 0;
+        res.reused--;
+        res.recomputed++;
+        switched++;
+      }
+    }
+  }
+  for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) if (moved[b * N + n]) km.keyMovedAt[b * L + window.start + n] = a.nfe;
+  return switched;
 }

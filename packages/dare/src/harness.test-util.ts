@@ -97,7 +97,7 @@ export function makeCanvas(sc: Scenario, seed = 1): CanvasAttention {
 
 /** A DARE layer sharing the canvas layer's Linear children. */
 export function makeDare(base: CanvasAttention, settings: DareSettingsInput): DareAttention {
-  return new DareAttention({ ...base.config, dare: settings }, { rng: new Rng(0) }, { q: base.child('q'), k: base.child('k'), v: base.child('v'), o: base.child('o') });
+  return new DareAttention({ ...base.config, maskId: MASK_ID, dare: settings }, { rng: new Rng(0) }, { q: base.child('q'), k: base.child('k'), v: base.child('v'), o: base.child('o') });
 }
 
 export interface RunResult {

@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRunContext, useBackend, type RunContext } from '@leanpass/core';
+import { Rng, createRunContext, useBackend, type RunContext } from '@leanpass/core';
 import type { CanvasAttention} from '@leanpass/nn';
 import { type CanvasAttentionInput, type KV } from '@leanpass/nn';
-import { SMALL, keyMaskOf, makeCanvas, makeDare, planSteps, positionsOf, runLayer, type CacheKind, type PlannedStep, type Scenario } from './harness.test-util.js';
-import { lastDecisions } from './module.js';
+import { MASK_ID, SMALL, keyMaskOf, makeCanvas, makeDare, planSteps, positionsOf, runLayer, type CacheKind, type PlannedStep, type Scenario } from './harness.test-util.js';
+import { DareAttention, lastDecisions } from './module.js';
 import type { DareSettingsInput } from './options.js';
 import { readDareStats } from './stats.js';
 
@@ -147,37 +147,127 @@ for (const backend of ['cpu', 'wasm'] as const) {
     it.each(CACHES)('τ = ∞ (%s cache) equals K/V and O frozen after their last forced refresh (identity 2); just-unmasked rows are always refreshed', (cache) => {
       const steps = planSteps(SMALL, cache);
       const { batch: B, length: L } = SMALL;
-      // Independent frozen masks: a row is refreshed iff block start, never computed, or its id changed since its refresh.
-      const frozen: Uint8Array[] = [];
-      const idAt = new Int32Array(B * L).fill(-1);
-      for (const s of steps) {
-        const N = s.window.end - s.window.start;
-        const m = new Uint8Array(B * N);
-        for (let b = 0; b < B; b++) {
-          for (let n = 0; n < N; n++) {
-            const row = b * L + s.window.start + n;
-            const keep = !s.step.blockStart && idAt[row] !== -1 && idAt[row] === s.step.ids[row];
-            m[b * N + n] = keep ? 1 : 0;
-            if (!keep) idAt[row] = s.step.ids[row] as number;
+      // Independent frozen masks: a row is refreshed iff block start, never computed, or its id changed since
+      // its refresh; for O also every still-masked row of the current block (forceRefresh.maskedInBlock).
+      const frozenMasks = (maskedRule: boolean): Uint8Array[] => {
+        const out: Uint8Array[] = [];
+        const idAt = new Int32Array(B * L).fill(-1);
+        for (const s of steps) {
+          const N = s.window.end - s.window.start;
+          const m = new Uint8Array(B * N);
+          for (let b = 0; b < B; b++) {
+            for (let n = 0; n < N; n++) {
+              const pos = s.window.start + n;
+              const row = b * L + pos;
+              const maskedInBlock = maskedRule && s.step.ids[row] === MASK_ID && pos >= s.step.blockRange.start && pos < s.step.blockRange.end;
+              const keep = !s.step.blockStart && idAt[row] !== -1 && idAt[row] === s.step.ids[row] && !maskedInBlock;
+              m[b * N + n] = keep ? 1 : 0;
+              if (!keep) idAt[row] = s.step.ids[row] as number;
+            }
           }
+          out.push(m);
         }
-        frozen.push(m);
-      }
-      for (const mode of ['kv', 'o', 'kv+o'] as const) {
-        const r = runDare(base, SMALL, steps, { mode, threshold: 'inf' });
-        const masks = mode === 'o' ? r.o : r.kv;
-        masks.forEach((m, i) => expect(m ? [...m] : null, `${mode} step ${i}`).toEqual(i === 0 ? new Array(frozen[0]!.length).fill(0) : [...frozen[i]!]));
-        const want = blendReference(base, SMALL, steps, mode === 'o' ? steps.map(() => null) : frozen, mode === 'kv' ? steps.map(() => null) : frozen, 'postWo');
-        r.outputs.forEach((o, i) => expect(o, `${mode} step ${i}`).toEqual(want[i]));
-        // Every step after a block start recomputes exactly the rows unmasked by the previous step (one per sequence).
+        return out;
+      };
+      const frozenKv = frozenMasks(false);
+      for (const [mode, maskedInBlock] of [['kv', true], ['o', true], ['kv+o', true], ['o', false]] as const) {
+        const frozenO = frozenMasks(maskedInBlock);
+        const r = runDare(base, SMALL, steps, { mode, threshold: 'inf', forceRefresh: { maskedInBlock } });
+        const label = `${mode} maskedInBlock ${String(maskedInBlock)}`;
+        const check = (got: Array<Uint8Array | null>, want: Uint8Array[]): void =>
+          got.forEach((m, i) => expect(m ? [...m] : null, `${label} step ${i}`).toEqual(i === 0 ? new Array(want[0]!.length).fill(0) : [...want[i]!]));
+        if (mode !== 'o') check(r.kv, frozenKv);
+        if (mode !== 'kv') check(r.o, frozenO);
+        const want = blendReference(base, SMALL, steps, mode === 'o' ? steps.map(() => null) : frozenKv, mode === 'kv' ? steps.map(() => null) : frozenO, 'postWo');
+        r.outputs.forEach((o, i) => expect(o, `${label} step ${i}`).toEqual(want[i]));
+        // After a block start: K/V recompute exactly the rows unmasked by the previous step (one per
+        // sequence); O also the block's still-masked rows.
         const recs = readDareStats(r.ctx).records;
-        for (const rec of recs) {
-          const c = mode === 'o' ? rec.o : rec.kv;
-          if (rec.blockStart) expect(c?.reused).toBe(0);
-          else expect(c?.recomputed).toBe(SMALL.batch);
-        }
+        recs.forEach((rec, i) => {
+          const s = steps[i] as PlannedStep;
+          let masked = 0;
+          for (let b = 0; b < B; b++) for (let p = Math.max(s.window.start, s.step.blockRange.start); p < Math.min(s.window.end, s.step.blockRange.end); p++) if (s.step.ids[b * L + p] === MASK_ID) masked++;
+          for (const [c, extra] of [
+            [rec.kv, 0],
+            [rec.o, maskedInBlock ? masked : 0],
+          ] as const) {
+            if (!c) continue;
+            if (rec.blockStart) expect(c.reused).toBe(0);
+            else expect(c.recomputed, `${label} step ${i}`).toBe(SMALL.batch + extra);
+          }
+        });
         r.ctx.state.dispose();
       }
+    });
+
+    it('DARE-O refreshes a still-masked row when a neighbour is unmasked: its output equals the dense layer (and is stale without the rule)', () => {
+      // No drift: every row's input is unchanged except the just-unmasked one (as at the first layer), so
+      // queries do not move and only forced refreshes recompute.
+      const sc: Scenario = { ...SMALL, noise: 0 };
+      const steps = planSteps(sc, 'none');
+      const dense = runLayer(base, sc, steps);
+      dense.ctx.state.dispose();
+      const { batch: B, length: L, dim: D } = sc;
+      let maskedRows = 0;
+      let stale = 0;
+      for (const maskedInBlock of [true, false]) {
+        const r = runDare(base, sc, steps, { mode: 'o', threshold: 0.01, forceRefresh: { maskedInBlock } });
+        steps.forEach((s, i) => {
+          if (s.step.blockStart) return;
+          for (let b = 0; b < B; b++) {
+            for (let p = s.step.blockRange.start; p < s.step.blockRange.end; p++) {
+              if (s.step.ids[b * L + p] !== MASK_ID) continue;
+              const at = (b * L + p) * D;
+              const got = r.outputs[i]!.slice(at, at + D);
+              const want = dense.outputs[i]!.slice(at, at + D);
+              if (maskedInBlock) {
+                maskedRows++;
+                expect(r.o[i]![b * L + p], `step ${i} row ${b}/${p}`).toBe(0);
+                expect(got, `step ${i} row ${b}/${p}`).toEqual(want);
+              } else if (got.some((v, j) => Math.abs(v - (want[j] as number)) > 1e-4)) stale++;
+            }
+          }
+        });
+        // The rule is O's: the O reuse drops, yet committed and prompt rows are still reused.
+        const t = readDareStats(r.ctx).totals;
+        expect(t.o!.reused).toBeGreaterThan(0);
+        r.ctx.state.dispose();
+      }
+      expect(maskedRows).toBeGreaterThan(4);
+      expect(stale).toBeGreaterThan(0);
+    });
+
+    it('DARE-O with changedKeyMass: a tiny θ refreshes every row that attends to a moved key (equals the dense layer); θ = 1 keeps reusing', () => {
+      const sc: Scenario = { ...SMALL, noise: 0 };
+      const steps = planSteps(sc, 'none');
+      const dense = runLayer(base, sc, steps);
+      dense.ctx.state.dispose();
+      const tiny = runDare(base, sc, steps, { mode: 'o', threshold: 0.01, forceRefresh: { maskedInBlock: false, changedKeyMass: 1e-9 } });
+      // Real rows (left-pad rows are reused uncounted; their outputs are never used).
+      const D = sc.dim;
+      tiny.outputs.forEach((o, i) => {
+        for (let b = 0; b < sc.batch; b++) {
+          const from = (b * sc.length + (sc.pad[b] as number)) * D;
+          const to = (b + 1) * sc.length * D;
+          expect(o.slice(from, to), `step ${i} sequence ${b}`).toEqual(dense.outputs[i]!.slice(from, to));
+        }
+      });
+      expect(readDareStats(tiny.ctx).totals.o!.reused).toBe(0);
+      tiny.ctx.state.dispose();
+      const one = runDare(base, sc, steps, { mode: 'o', threshold: 0.01, forceRefresh: { maskedInBlock: false, changedKeyMass: 1 } });
+      const mid = runDare(base, sc, steps, { mode: 'o', threshold: 0.01, forceRefresh: { maskedInBlock: false, changedKeyMass: 0.2 } });
+      const [r1, rMid] = [readDareStats(one.ctx).totals.o!.reused, readDareStats(mid.ctx).totals.o!.reused];
+      expect(rMid).toBeGreaterThan(0);
+      expect(r1).toBeGreaterThan(rMid);
+      one.ctx.state.dispose();
+      mid.ctx.state.dispose();
+    });
+
+    it('DARE-O with maskedInBlock needs the mask id', () => {
+      const dare = new DareAttention({ ...base.config, dare: { mode: 'o' } }, { rng: new Rng(0) }, { q: base.child('q'), k: base.child('k'), v: base.child('v'), o: base.child('o') });
+      const steps = planSteps(SMALL, 'none');
+      expect(() => runLayer(dare, SMALL, steps.slice(0, 2))).toThrow(/maskedInBlock needs the host's \[MASK\] id/);
+      expect(() => new DareAttention({ ...base.config, maskId: -1 }, { rng: new Rng(0) })).toThrow(/maskId/);
     });
 
     it('reports smaller analytic costs when rows are reused (K/V linears, attention rows)', () => {

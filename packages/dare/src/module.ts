@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, Rng, type AnyModule, type FlopCount, type InitContext, type JsonObject, type ModuleRegistry, type RunContext } from '@leanpass/core';
 import { CanvasAttention, getKVStore, setKVStore, type CanvasAttentionConfig, type CanvasAttentionInput, type CanvasStep, type KV } from '@leanpass/nn';
-import { commit, decide, newMechanismState, tokenMajor, type DecideArgs, type DecideResult, type MechanismState } from './decide.js';
+import { applyKeyMass, commit, decide, newKeyMassState, newMechanismState, tokenMajor, type DecideArgs, type DecideResult, type KeyMassState, type MechanismState } from './decide.js';
 import { DARE_KIND, decisionOf, forceOf, parseSettings, usesKV, usesO, type DareSettings, type DareSettingsInput } from './options.js';
 import { recordStep } from './stats.js';
 
@@ -12,6 +12,8 @@ export interface DareAttentionConfig extends JsonObject {
   kvHeads: number;
   headDim: number;
   ropeBase: number;
+  /** The host's [MASK] id (for `forceRefresh.maskedInBlock`); null when unknown. The pass reads it from the model. */
+  maskId: number | null;
   dare: DareSettings;
 }
 
@@ -29,6 +31,19 @@ interface LayerState {
   /** The last forward's decisions (1 = reused) per window row [B·N], for inspection and tests. */
   lastKv: Uint8Array | null;
   lastO: Uint8Array | null;
+  /** The key-change-aware rule's attention rows and key stamps (created when `forceRefresh.changedKeyMass` is on). */
+  km: KeyMassState | null;
+}
+
+/** Head-averaged attention probabilities softmax(q·kᵀ/√d + mask) of q [B, H, M, d] over k [B, Hk, L, d] → [B, M, L]. */
+function headMeanProbs(q: tf.Tensor, k: tf.Tensor, keyMask: tf.Tensor | null): tf.Tensor {
+  const [B, H, M, d] = q.shape as [number, number, number, number];
+  const [, Hk, L] = k.shape as [number, number, number, number];
+  // Head h attends with K/V head ⌊h / (H/Hk)⌋ (scaledDotProductAttention's grouping).
+  const qg = tf.reshape(tf.mul(q, 1 / Math.sqrt(d)), [B, Hk, (H / Hk) * M, d]);
+  let scores = tf.reshape(tf.matMul(qg, k, false, true), [B, H, M, L]);
+  if (keyMask) scores = tf.add(scores, keyMask);
+  return tf.mean(tf.softmax(scores), 1);
 }
 
 /** The decisions of a layer's last forward in this generation (1 = reused, per window row b·N + n; null when the mechanism is off or computed everything). */
@@ -74,11 +89,14 @@ export class DareAttention extends Module<CanvasAttentionInput, tf.Tensor, DareA
    * `children`: the Linear q, k, v, o to adopt (moved from the replaced module). Without them fresh ones
    * are made (the registry's factory, before weights are loaded).
    */
-  constructor(config: { dim: number; heads: number; kvHeads?: number; headDim?: number; ropeBase?: number; dare?: DareSettingsInput | DareSettings }, init: InitContext, children?: Partial<Record<(typeof PROJ)[number], AnyModule>>) {
+  constructor(config: { dim: number; heads: number; kvHeads?: number; headDim?: number; ropeBase?: number; maskId?: number | null; dare?: DareSettingsInput | DareSettings }, init: InitContext, children?: Partial<Record<(typeof PROJ)[number], AnyModule>>) {
     const base = { dim: config.dim, heads: config.heads, kvHeads: config.kvHeads, headDim: config.headDim, ropeBase: config.ropeBase };
     const ops = new CanvasAttention(Object.fromEntries(Object.entries(base).filter(([, v]) => v !== undefined)) as { dim: number; heads: number }, children ? { rng: new Rng(0) } : init);
     const c = ops.config;
-    super({ dim: c.dim, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, ropeBase: c.ropeBase, dare: parseSettings(config.dare ?? {}) });
+    if (config.maskId !== undefined && config.maskId !== null && !(Number.isInteger(config.maskId) && config.maskId >= 0)) {
+      throw new ConfigError(`${DARE_KIND}: expected maskId to be a non-negative integer token id or null, found ${String(config.maskId)}`);
+    }
+    super({ dim: c.dim, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, ropeBase: c.ropeBase, maskId: config.maskId ?? null, dare: parseSettings(config.dare ?? {}) });
     this.ops = ops;
     for (const name of PROJ) {
       const given = children?.[name];
@@ -90,6 +108,11 @@ export class DareAttention extends Module<CanvasAttentionInput, tf.Tensor, DareA
   /** The knobs (a copy). */
   get settings(): DareSettings {
     return { ...this.config.dare, forceRefresh: { ...this.config.dare.forceRefresh } };
+  }
+
+  /** The host's [MASK] id used by `forceRefresh.maskedInBlock` (null: unknown). */
+  get maskId(): number | null {
+    return this.config.maskId;
   }
 
   /** Changes knobs in place (e.g. the threshold found by `calibrateThreshold`); validated. */
@@ -125,7 +148,7 @@ export class DareAttention extends Module<CanvasAttentionInput, tf.Tensor, DareA
       }
       return st;
     }
-    const fresh: LayerState = { batch: B, length: L, dq, kv: newMechanismState(B * L, dq), o: newMechanismState(B * L, dq), oCache: null, lastKv: null, lastO: null };
+    const fresh: LayerState = { batch: B, length: L, dq, kv: newMechanismState(B * L, dq), o: newMechanismState(B * L, dq), oCache: null, lastKv: null, lastO: null, km: null };
     ctx.state.set(key, fresh);
     ctx.state.onDispose(() => {
       fresh.oCache?.dispose();
@@ -158,10 +181,24 @@ export class DareAttention extends Module<CanvasAttentionInput, tf.Tensor, DareA
     return tf.tidy(() => {
       const q = ops.projectQRows(x, positions, window, ctx);
       const qTok = tokenMajor(q.dataSync() as Float32Array, B, H, N, d);
-      const args: DecideArgs = { q: qTok, dq, batch: B, length: L, window, ids: step.ids, pad: step.pad, nfe: step.nfe, blockStart: step.blockStart, metric: s.metric, decision, force };
+      const args: DecideArgs = { q: qTok, dq, batch: B, length: L, window, ids: step.ids, pad: step.pad, nfe: step.nfe, blockStart: step.blockStart, metric: s.metric, decision, force: { ...force, maskedInBlock: false } };
+      // The masked-row rule is DARE-O's: a masked row's K/V depend only on its own (unchanged) input.
+      const argsO: DecideArgs = { ...args, force, blockRange: step.blockRange, maskId: this.config.maskId };
+      if (oOn && force.maskedInBlock && this.config.maskId === null) {
+        throw new ConfigError(`${DARE_KIND} (layer ${input.layer}): forceRefresh.maskedInBlock needs the host's [MASK] id, found none (apply the pass to a 'dllm' model, pass maskId to the constructor, or set forceRefresh.maskedInBlock: false)`);
+      }
       const prevStore = getKVStore(ctx, store);
       const dKv: DecideResult | null = kvOn && prevStore ? decide(st.kv, args) : null;
-      const dO: DecideResult | null = oOn && st.oCache ? decide(st.o, args) : null;
+      const dO: DecideResult | null = oOn && st.oCache ? decide(st.o, argsO) : null;
+      const theta = oOn ? force.changedKeyMass : null;
+      if (theta !== null) {
+        st.km ??= newKeyMassState(B, L);
+        if (dO) {
+          // Keys that moved this forward: rows a decision with only the block-start and changed-id refreshes recomputes.
+          const movedKeys = decide(st.o, { ...argsO, force: { ...force, maskedInBlock: false, maxStaleness: null, changedKeyMass: null } }).reuse.map((r) => 1 - r);
+          applyKeyMass(dO, st.km, st.o.lastRefresh, movedKeys, { batch: B, length: L, window, pad: step.pad, nfe: step.nfe }, theta);
+        }
+      }
       const kvReuse = dKv?.reuse.some((r) => r === 1) ?? false;
       const oReuse = dO?.reuse.some((r) => r === 1) ?? false;
 
@@ -215,6 +252,7 @@ export class DareAttention extends Module<CanvasAttentionInput, tf.Tensor, DareA
           }
           const qs = tf.reshape(tf.gatherND(q, tf.tensor2d(qIdx, [B * H * M, 3], 'int32')), [B, H, M, d]);
           const all = tf.reshape(ops.attendAll(qs, kv, keyMask), [B * M, dq]);
+          if (st.km && theta !== null) this.recordAttn(st.km, headMeanProbs(qs, kv.k, keyMask), perSeq, M, window.start, L);
           upd = valid.length === B * M ? all : tf.gatherND(all, tf.tensor2d(Int32Array.from(valid), [valid.length, 1], 'int32'));
         }
         qRows = cacheIdx.length / 2;
@@ -227,6 +265,7 @@ export class DareAttention extends Module<CanvasAttentionInput, tf.Tensor, DareA
       } else {
         const merged = ops.attendAll(q, kv, keyMask);
         out = oLin.call(merged, ctx) as tf.Tensor;
+        if (st.km && theta !== null) this.recordAttn(st.km, headMeanProbs(q, kv.k, keyMask), Array.from({ length: B }, () => Array.from({ length: N }, (_, n) => n)), N, window.start, L);
         if (oOn) this.writeOWindow(st, s.oCachePoint === 'preWo' ? merged : out, window, B, L, C);
       }
 
@@ -302,6 +341,18 @@ export class DareAttention extends Module<CanvasAttentionInput, tf.Tensor, DareA
     tf.keep(t);
     st.oCache?.dispose();
     st.oCache = t;
+  }
+
+  /** Stores the head-averaged attention rows [B, M, L] of each sequence's computed window rows `rows[b]` (window-relative). */
+  private recordAttn(km: KeyMassState, probs: tf.Tensor, rows: number[][], M: number, start: number, L: number): void {
+    const p = probs.dataSync() as Float32Array;
+    rows.forEach((list, b) => {
+      list.forEach((n, j) => {
+        const row = b * L + start + n;
+        km.attn.set(p.subarray((b * M + j) * L, (b * M + j + 1) * L), row * L);
+        km.hasAttn[row] = 1;
+      });
+    });
   }
 
   /** Writes the window rows [B, N, C] into the O cache (creating it on first use). */

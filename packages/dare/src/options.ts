@@ -30,9 +30,20 @@ export const dareSettingsSchema = z
         blockStart: z.boolean().default(true).describe('refresh every row at the first forward of a block'),
         changedIds: z.boolean().default(true).describe('refresh rows whose id changed since their refresh (just unmasked)'),
         maxStaleness: z.number().int().min(0).nullable().default(null).describe('refresh rows older than this many forwards (null: never)'),
+        maskedInBlock: z
+          .boolean()
+          .default(true)
+          .describe("DARE-O only: refresh the attention output of every still-masked row of the current block (its query does not move when a neighbour is unmasked, its output does); K/V ignore it"),
+        changedKeyMass: z
+          .number()
+          .gt(0)
+          .max(1)
+          .nullable()
+          .default(null)
+          .describe('DARE-O only: refresh a reused row whose last attention put at least this mass on keys that moved since (null: off)'),
       })
       .strict()
-      .default({ blockStart: true, changedIds: true, maxStaleness: null }),
+      .default({ blockStart: true, changedIds: true, maxStaleness: null, maskedInBlock: true, changedKeyMass: null }),
     oCachePoint: z.enum(['preWo', 'postWo']).default('postWo').describe("DARE-O's cache point: before the output projection or after it"),
   })
   .strict();

@@ -68,7 +68,9 @@ describe('@leanpass/dare pass', () => {
     expect(a.mark).toBe(pass.name);
     expect(m.get('layers.0.attn.q')).toBe(q0);
     expect(m.paramCount()).toBe(params);
-    expect((a as DareAttention).settings).toMatchObject({ mode: 'kv+o', threshold: 0.03, metric: 'cosine', reference: 'anchor' });
+    expect((a as DareAttention).settings).toMatchObject({ mode: 'kv+o', threshold: 0.03, metric: 'cosine', reference: 'anchor', forceRefresh: { maskedInBlock: true, changedKeyMass: null } });
+    // The host's [MASK] id is recorded for DARE-O's masked-row refresh.
+    expect((a as DareAttention).maskId).toBe(TINY.maskId);
     expect(() => pass.plan(m, dareOptions.parse({}))).toThrow(/2 layer\(s\) are already 'dare.attention' \(layers.0.attn, layers.1.attn\)/);
     m.dispose();
   });

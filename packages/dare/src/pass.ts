@@ -52,7 +52,8 @@ export const pass = definePass({
   plan: (model, o) => plan(model, o),
   build: (_entry, module, tools) => {
     const children = { q: module.child('q'), k: module.child('k'), v: module.child('v'), o: module.child('o') };
-    return new DareAttention({ ...canvasConfigOf(module), dare: settingsOf(tools.options) }, { rng: tools.rng }, children);
+    const maskId = (tools.model.config as { maskId?: unknown }).maskId;
+    return new DareAttention({ ...canvasConfigOf(module), maskId: typeof maskId === 'number' ? maskId : null, dare: settingsOf(tools.options) }, { rng: tools.rng }, children);
   },
   measure: (model, { options }) => ({
     layers: [...model.modules()].filter(([, m]) => m.kind === DARE_KIND).length,

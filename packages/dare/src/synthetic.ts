@@ -102,7 +102,8 @@ export async function timeSyntheticLayer(modes: readonly DareMode[], opts: Synth
   const macs = layerMacs({ dim: D, heads, kvHeads, headDim: D / heads, hidden, keys: L });
   try {
     for (const mode of modes) {
-      const dare = new DareAttention({ ...base.config, dare: { mode, decision: 'budget', budget: reuse } }, init, { q: base.child('q'), k: base.child('k'), v: base.child('v'), o: base.child('o') });
+      // The synthetic canvas holds no [MASK] tokens (every id is 1): the masked-row refresh does not apply.
+      const dare = new DareAttention({ ...base.config, dare: { mode, decision: 'budget', budget: reuse, forceRefresh: { maskedInBlock: false } } }, init, { q: base.child('q'), k: base.child('k'), v: base.child('v'), o: base.child('o') });
       const dense = new SyntheticLayer(norm1, base, norm2, mlp);
       const variant = new SyntheticLayer(norm1, dare, norm2, mlp);
       const cd = createRunContext();
