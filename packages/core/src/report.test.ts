@@ -2,8 +2,10 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
 import { ConfigError, FormatError } from './errors.js';
-import { benchReportIssues, formatBenchTable, formatNumber, parseBenchReport, readBenchReport, validateBenchReport, writeBenchReport, type BenchReport } from './report.js';
+import { machineDescription } from './meters.js';
+import { benchReport, benchReportIssues, formatBenchTable, formatNumber, parseBenchReport, readBenchReport, validateBenchReport, writeBenchReport, type BenchReport } from './report.js';
 
 const report = (): BenchReport => ({
   pass: '@leanpass/skipcat',
@@ -118,5 +120,19 @@ describe('writeBenchReport / readBenchReport', () => {
     await writeFile(path, JSON.stringify({ ...report(), rows: 'none' }));
     await expect(readBenchReport(path)).rejects.toBeInstanceOf(FormatError);
     expect(() => parseBenchReport({}, 'x.json')).toThrow(/^x\.json: not a valid benchmark report:\n {2}- pass: /);
+  });
+});
+
+describe('benchReport', () => {
+  it('fills the backend and the machine, keeps the schema key order, and leaves out a missing extra', async () => {
+    await tf.setBackend('cpu');
+    const r = benchReport({ pass: '@x/p', version: '1.0.0', host: 'h', quick: true, seed: 3, rows: [{ label: 'dense', options: {}, quality: {}, cost: {} }], summary: { a: 1 } });
+    expect(r.backend).toBe(tf.getBackend());
+    expect(r.machine).toBe(machineDescription());
+    expect(Object.keys(r)).toEqual(['pass', 'version', 'host', 'backend', 'machine', 'quick', 'seed', 'rows', 'summary']);
+    expect(benchReportIssues(r)).toEqual([]);
+    expect(validateBenchReport(r)).toEqual(r);
+    const given = benchReport({ ...r, backend: 'wasm', machine: 'm', extra: { n: 1 } });
+    expect([given.backend, given.machine, given.extra]).toEqual(['wasm', 'm', { n: 1 }]);
   });
 });

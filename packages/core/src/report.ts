@@ -5,6 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ConfigError, FormatError, type ConfigIssue } from './errors.js';
+import * as tf from '@tensorflow/tfjs';
+import { machineDescription } from './meters.js';
 import { writeFileAtomic } from './safetensors.js';
 
 const finite = z.number(); // zod 4 numbers are finite: NaN and ±Infinity fail
@@ -60,6 +62,18 @@ export const benchReportSchema = z
 
 export type BenchRow = z.infer<typeof benchRowSchema>;
 export type BenchReport = z.infer<typeof benchReportSchema>;
+
+/**
+ * A bench report with the run's environment filled in: `backend` (the active tfjs backend) and `machine`
+ * (`machineDescription()`) unless given. Not validated here (a long run should not fail at its very end);
+ * `writeBenchReport` and the CLI validate.
+ */
+export function benchReport(fields: Omit<BenchReport, 'backend' | 'machine'> & { backend?: string; machine?: string }): BenchReport {
+  const { pass, version, host, quick, seed, rows, summary, extra } = fields;
+  const report: BenchReport = { pass, version, host, backend: fields.backend ?? tf.getBackend(), machine: fields.machine ?? machineDescription(), quick, seed, rows, summary };
+  if (extra !== undefined) report.extra = extra;
+  return report;
+}
 
 function pathOf(segments: readonly PropertyKey[]): string {
   let out = '';

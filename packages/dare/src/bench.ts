@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { lastValueFrom } from 'rxjs';
-import { Rng, cloneModel, machineDescription, type AnyModule, type BenchOptions, type BenchReport, type BenchRow, type JsonObject, type JsonValue } from '@leanpass/core';
+import { Rng, benchReport, cloneModel, type AnyModule, type BenchOptions, type BenchReport, type BenchRow, type JsonObject, type JsonValue } from '@leanpass/core';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- the bench needs the procedural tasks; library code (src/index.ts) never imports data
 import { exactMatch, makeTaskSet, taskExtent, type TaskName, type TaskProblem } from '@leanpass/data';
 import { getKVStore } from '@leanpass/nn';
@@ -500,12 +500,10 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
     dareModel.dispose();
     host.model.dispose();
   }
-  return {
+  return benchReport({
     pass: PASS_NAME,
     version: PASS_VERSION,
     host: host.label,
-    backend: tf.getBackend(),
-    machine: machineDescription(),
     quick: opts.quick,
     seed: opts.seed,
     rows,
@@ -517,7 +515,7 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
       defaultThreshold: DEFAULT_TAU,
       layerTiming: { dim: 256, length: 256, batch: 1, heads: 4, reuse: 0.87, protocol: 'compareTimings (ABBA interleaved), warm-up 3; layer_time_ratio = median over the pairs of variant/dense' },
     },
-  };
+  });
 }
 
 /** The demo: plain sampler vs DARE-KV (default τ) on dllm-tiny, quality and cost, per-layer reuse. */
@@ -540,12 +538,10 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
       const reused = l.kv?.reused ?? 0;
       return { path: `layers.${l.layer}.attn`, kind: DARE_KIND, before: { kv_rows: active, kv_macs: active * kvPerRow }, after: { kv_rows: active - reused, kv_macs: (active - reused) * kvPerRow, reuse: l.kv?.rate ?? 0 } };
     });
-    return {
+    return benchReport({
       pass: PASS_NAME,
       version: PASS_VERSION,
       host: host.label,
-      backend: tf.getBackend(),
-      machine: machineDescription(),
       quick: true,
       seed: opts.seed,
       rows: [
@@ -559,7 +555,7 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
       ],
       summary: { reuse_rate_kv: t.kv?.rate ?? 0, exact_match_delta_kv: r.exact - base.exact, attn_macs_saved_frac: macs.dense ? macs.saved / macs.dense : 0 },
       extra: { layers, problems: host.problems.length },
-    };
+    });
   } finally {
     dareModel.dispose();
     host.model.dispose();

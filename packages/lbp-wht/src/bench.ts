@@ -20,7 +20,7 @@ import {
   Module,
   Rng,
   createRunContext,
-  machineDescription,
+  benchReport,
   savedForBackward,
   type AnyModule,
   type BenchOptions,
@@ -445,18 +445,16 @@ export async function bench(opts: BenchOptions): Promise<BenchReport> {
     ],
   };
   if (transfer) extra['curves'] = curves(transfer.arms);
-  return {
+  return benchReport({
     pass: PASS_NAME,
     version: PASS_VERSION,
     host: transfer ? 'zoo:vit-tiny' : 'vit-tiny (random weights) + ViT-S-shaped timing model',
-    backend: tf.getBackend(),
-    machine: machineDescription(),
     quick: opts.quick,
     seed: opts.seed,
     rows,
     summary,
     extra,
-  };
+  });
 }
 
 function layersExtra(layers: LayerCost[][]): JsonValue[] {
@@ -535,5 +533,5 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
     transfer: transfer ? transfer.data : { skipped: 'zoo checkpoint vit-tiny not bundled' },
   };
   if (transfer) extra['curves'] = curves(transfer.arms);
-  return { pass: PASS_NAME, version: PASS_VERSION, host: transfer ? 'zoo:vit-tiny' : 'vit-tiny (random weights)', backend: tf.getBackend(), machine: machineDescription(), quick: true, seed: opts.seed, rows, summary, extra };
+  return benchReport({ pass: PASS_NAME, version: PASS_VERSION, host: transfer ? 'zoo:vit-tiny' : 'vit-tiny (random weights)', quick: true, seed: opts.seed, rows, summary, extra });
 }
