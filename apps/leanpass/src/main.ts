@@ -22,6 +22,7 @@ import {
   type PassContext,
   type PipelineReport,
 } from '@leanpass/core';
+import { dataActions } from './actions.js';
 import { benchFunctions, findPass, installedPasses, type FoundPackage, type InstalledPass } from './discover.js';
 import { EXIT, InputError, UsageError, exitCodeFor } from './errors.js';
 import { resolveModel } from './model.js';
@@ -69,6 +70,7 @@ export function pipelineJsonSchema(): Record<string, unknown> {
 /** Actions the CLI provides to pipelines. */
 function cliActions(out: () => OutputDir | undefined): Record<string, ActionDefinition> {
   return {
+    ...dataActions(),
     export: {
       description: 'save the model as it is at this step (config.json + model.safetensors) into the output folder',
       options: z.object({ name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('export').describe('folder name inside --out') }).strict(),
@@ -116,6 +118,18 @@ function cancellable<T>(signal: AbortSignal | undefined, job: () => Promise<T>):
       },
     );
   });
+}
+
+/** One line per action step whose result carries `metrics` (evaluate): `3. evaluate: bits_per_byte 2.38, perplexity 5.21`. */
+function metricLines(report: PipelineReport): string {
+  let text = '';
+  for (const s of report.steps) {
+    const m = s.result?.['metrics'];
+    if (m === null || typeof m !== 'object' || Array.isArray(m)) continue;
+    const parts = Object.entries(m).filter((e): e is [string, number] => typeof e[1] === 'number').map(([k, v]) => `${k} ${Number(v.toPrecision(4))}`);
+    if (parts.length) text += `${s.index + 1}. ${s.name}: ${parts.join(', ')}\n`;
+  }
+  return text;
 }
 
 async function cmdRun(file: string, opts: { out: string; model?: string } & GlobalOpts, io: Io): Promise<number> {
@@ -183,7 +197,7 @@ async function cmdRun(file: string, opts: { out: string; model?: string } & Glob
     writeReportFiles(out, cli);
     if (io.signal?.aborted) throw new CancelledError('interrupted');
     out.commit();
-    io.stdout.write(opts.json ? `${JSON.stringify(cli)}\n` : `${report.text}\nparameters ${report.params.before} → ${report.params.after}; wrote ${out.target}/{model,report.json,report.html}\n`);
+    io.stdout.write(opts.json ? `${JSON.stringify(cli)}\n` : `${report.text}\n${metricLines(report)}parameters ${report.params.before} → ${report.params.after}; wrote ${out.target}/{model,report.json,report.html}\n`);
     return EXIT.ok;
   } catch (e) {
     view.close();

@@ -287,7 +287,7 @@ describe('validatePlan', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const issues = (err as ConfigError).issues.map((i) => `${i.path}: ${i.message}`);
     expect(issues).toHaveLength(5);
-    expect(issues[0]).toMatch(/^steps\[0\]: @leanpass\/calib requires calibration batches .* found none$/);
+    expect(issues[0]).toMatch(/^steps\[0\]: @leanpass\/calib requires calibration batches .* found none; in a pipeline, an earlier action that provides 'calibration' supplies it/);
     expect(issues[1]).toMatch(/^steps\[1\]: .*matched no module\. Looked for kinds \[toy\.linear\], include \[no\.such\.layer\]/);
     expect(issues[2]).toMatch(/^steps\[2\]: @leanpass\/gain plans to rewrite '1' \(toy\.linear\), which was rewritten by @acme\/foreign \(the model\); @leanpass\/gain does not list @acme\/foreign in its restacks \(it lists: @leanpass\/scale\)$/);
     expect(issues[3]).toBe('steps[3].options.samples: expected number > 0, found -1');

@@ -181,7 +181,7 @@ export function checkRequirements(pass: Pick<AnyPass, 'name' | 'requires'>, ctx:
   const issues: ConfigIssue[] = [];
   for (const req of pass.requires ?? []) {
     if (ctx[req] === undefined && !provided.has(req)) {
-      issues.push({ path, message: `${pass.name} requires ${REQUIREMENT_TEXT[req] ?? req} in the pass context, found none` });
+      issues.push({ path, message: `${pass.name} requires ${REQUIREMENT_TEXT[req] ?? req} in the pass context, found none; in a pipeline, an earlier action that provides '${req}' supplies it (the leanpass CLI's \`calibrate\` provides 'calibration')` });
     }
   }
   return issues;
