@@ -31,7 +31,7 @@ import {
   type TaskRanges,
   type TextCorpus,
 } from '@leanpass/data';
-import { bitsPerByte, generateDiffusion, type DiffusionLM } from '@leanpass/models';
+import { DLLM_TINY_RANGES, DLLM_TINY_TASKS, bitsPerByte, generateDiffusion, type DiffusionLM } from '@leanpass/models';
 import { evaluateClassifier, type Batch } from '@leanpass/train';
 
 /** Root model kinds the actions know how to feed. */
@@ -39,8 +39,8 @@ export const HOST_KINDS = ['llama', 'dllm', 'vit'] as const;
 export type HostKind = (typeof HOST_KINDS)[number];
 
 /** The dllm-tiny card's task mixture and ranges (tools/zoo/dllm-tiny-common.ts). */
-export const DLLM_TASKS: readonly TaskName[] = ['reverse', 'sort', 'add'];
-export const DLLM_RANGES: Required<TaskRanges> = { addDigits: { min: 2, max: 2 }, sortLength: { min: 4, max: 6 }, stringLength: { min: 3, max: 6 } };
+export const DLLM_TASKS: readonly TaskName[] = DLLM_TINY_TASKS;
+export const DLLM_RANGES: Required<TaskRanges> = DLLM_TINY_RANGES;
 /** The card's plain-sampler block length (the sampler unmasks one token per step, temperature 0). */
 export const DLLM_BLOCK = 4;
 

@@ -15,7 +15,7 @@ import { Rng, benchReport, cloneModel, type AnyModule, type BenchOptions, type B
 import { exactMatch, makeTaskSet, taskExtent, type TaskName, type TaskProblem } from '@leanpass/data';
 import { getKVStore } from '@leanpass/nn';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- the bench runs the diffusion host and its sampler; library code never imports models
-import { createDiffusionLM, DLLM_SMALL_CONFIG, generateDiffusion, type CacheMode, type DiffusionLM } from '@leanpass/models';
+import { createDiffusionLM, DLLM_SMALL_CONFIG, DLLM_TINY_RANGES, DLLM_TINY_TASKS, generateDiffusion, type CacheMode, type DiffusionLM } from '@leanpass/models';
 // eslint-disable-next-line @nx/enforce-module-boundaries -- the bench loads the zoo checkpoint; library code never imports zoo
 import { loadZoo } from '@leanpass/zoo';
 import { calibrateThreshold } from './calibrate.js';
@@ -29,8 +29,8 @@ import { layerMacs, timeSyntheticLayer } from './synthetic.js';
 export { pass } from './pass.js';
 
 /** The tasks and ranges dllm-tiny was trained on (tools/zoo/train-dllm-tiny.ts). */
-export const HOST_TASKS: readonly TaskName[] = ['reverse', 'sort', 'add'];
-export const HOST_RANGES = { addDigits: { min: 2, max: 2 }, sortLength: { min: 4, max: 6 }, stringLength: { min: 3, max: 6 } };
+export const HOST_TASKS: readonly TaskName[] = DLLM_TINY_TASKS;
+export const HOST_RANGES = DLLM_TINY_RANGES;
 /** The default threshold the summary is read at (dare.md knob table). */
 export const DEFAULT_TAU = 0.01;
 /** The attention-mass threshold of DARE-O's key-change-aware rule the bench reports (`forceRefresh.changedKeyMass`). */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { useBackend, validateModelFile } from '@leanpass/core';
 import { exactMatch, makeTaskSet, type TaskName } from '@leanpass/data';
-import { DiffusionLM, Llama, bitsPerByte, fortunesStream, generateDiffusion } from '@leanpass/models';
+import { DLLM_TINY_RANGES, DiffusionLM, Llama, bitsPerByte, fortunesStream, generateDiffusion } from '@leanpass/models';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { listZoo, loadZoo, modelCard, zooPath } from './index.js';
 
@@ -70,9 +70,7 @@ describe('bundled models', () => {
     const blockLength = Number(meta['dllm-tiny.block_length']);
     const recorded = Number(meta['dllm-tiny.slice_exact_match']);
     expect(count).toBeGreaterThan(0);
-    // The task ranges the card documents (tools/zoo/dllm-tiny-common.ts).
-    const ranges = { addDigits: { min: 2, max: 2 }, sortLength: { min: 4, max: 6 }, stringLength: { min: 3, max: 6 } };
-    const problems = makeTaskSet({ tasks: task, count, seed: Number(meta['dllm-tiny.eval_seed']), split: 'test', answerLength: genLength, ...ranges }).problems.slice(0, count);
+    const problems = makeTaskSet({ tasks: task, count, seed: Number(meta['dllm-tiny.eval_seed']), split: 'test', answerLength: genLength, ...DLLM_TINY_RANGES }).problems.slice(0, count);
     const model = await loadZoo('dllm-tiny');
     try {
       expect(model).toBeInstanceOf(DiffusionLM);
