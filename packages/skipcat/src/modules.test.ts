@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { Rng, createRunContext, useBackend } from '@leanpass/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CatSlice, LowRankLinear, columnPieces, denseEquivalent, type LowRankConfig } from './modules.js';
+import { matMulRaw } from '@leanpass/nn';
+import { CatSlice, LowRankLinear, UNIT_KERNEL, columnPieces, denseEquivalent, type LowRankConfig } from './modules.js';
 
 afterAll(async () => {
   await useBackend('cpu');
@@ -15,7 +16,7 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** A factorised unit with seeded random factors (Cat when `outs` has several members). */
-function unit(n: number, outs: number[], r: number, skip: 'none' | 'gather' | 'permuted', seed: number, inference: LowRankConfig['inference'] = 'gather'): LowRankLinear {
+function unit(n: number, outs: number[], r: number, skip: 'none' | 'gather' | 'permuted', seed: number, inference: LowRankConfig['inference'] = 'gather', bias = false): LowRankLinear {
   const rng = new Rng(seed);
   const perm = rng.permutation(n);
   const total = outs.reduce((a, b) => a + b, 0);
@@ -24,7 +25,7 @@ function unit(n: number, outs: number[], r: number, skip: 'none' | 'gather' | 'p
     outs,
     names: outs.map((_, i) => `m${i}`),
     rank: r,
-    bias: false,
+    bias,
     group: outs.length > 1 ? `g${seed}` : null,
     skip: skip === 'none' ? null : { keep: perm.slice(0, r), rest: perm.slice(r), inputPermuted: skip === 'permuted' },
     outputPerms: outs.map(() => null),
@@ -37,6 +38,7 @@ function unit(n: number, outs: number[], r: number, skip: 'none' | 'gather' | 'p
     m = new LowRankLinear(cfg, {
       a: aRows > 0 ? tf.tensor2d(rng.normalArray(aRows * r), [aRows, r]) : null,
       b: tf.tensor2d(rng.normalArray(r * total), [r, total]),
+      ...(bias ? { bias: tf.tensor1d(rng.normalArray(total)) } : {}),
     });
   });
   return m as unknown as LowRankLinear;
@@ -53,7 +55,10 @@ function stacked(m: LowRankLinear, x: tf.Tensor2D): tf.Tensor2D {
 
 function reference(m: LowRankLinear, x: tf.Tensor2D): Float32Array {
   const ref = denseEquivalent(m);
-  return tf.tidy(() => tf.matMul(x, tf.tensor2d(Float32Array.from(ref.weight), [ref.rows, ref.cols])).dataSync() as Float32Array);
+  return tf.tidy(() => {
+    const y = tf.matMul(x, tf.tensor2d(Float32Array.from(ref.weight), [ref.rows, ref.cols]));
+    return (ref.bias ? tf.add(y, tf.tensor1d(Float32Array.from(ref.bias))) : y).dataSync() as Float32Array;
+  });
 }
 
 describe('inference path of the factorised linears', () => {
@@ -88,6 +93,8 @@ describe('inference path of the factorised linears', () => {
         ['skip at full rank', unit(6, [9], 6, 'gather', 3)],
         ['plain', unit(12, [7], 5, 'none', 4)],
         ['cat + skip, dense-A', unit(12, [8, 4, 4], 5, 'gather', 5, 'dense-a')],
+        ['skip + bias', unit(12, [7], 5, 'gather', 8, 'gather', true)],
+        ['full rank, permuted input', unit(6, [9], 6, 'permuted', 9)],
       ];
       for (const [name, m] of cases) {
         for (const T of [1, 20]) {
@@ -101,6 +108,47 @@ describe('inference path of the factorised linears', () => {
       }
     });
   }
+
+  it('on wasm a unit is one fused dispatch, bit-identical to the op-by-op inference path, and frees its scratch', async () => {
+    await useBackend('wasm');
+    const cases: Array<[string, LowRankLinear]> = [
+      ['cat + skip (gather)', unit(12, [8, 4, 4], 5, 'gather', 11)],
+      ['skip, permuted input', unit(12, [7], 5, 'permuted', 12)],
+      ['skip at full rank', unit(6, [9], 6, 'gather', 13)],
+      ['full rank, permuted input', unit(6, [9], 6, 'permuted', 14)],
+      ['plain', unit(12, [7], 5, 'none', 15)],
+      ['cat + skip, dense-A', unit(12, [8, 4, 4], 5, 'gather', 16, 'dense-a')],
+      ['cat + skip + bias', unit(12, [8, 4, 4], 5, 'gather', 17, 'gather', true)],
+    ];
+    for (const [name, m] of cases) {
+      for (const T of [1, 3]) {
+        const x = tf.randomNormal<tf.Rank.R2>([T, m.config.inFeatures], 0, 1, 'float32', 20 + T);
+        tf.tidy(() => {
+          m.call(x, createRunContext()); // the first call builds the cached index arrays / dense-A
+        });
+        const dataIds = tf.engine().backend.numDataIds();
+        const profile = await tf.profile(() => {
+          tf.tidy(() => {
+            m.call(x, createRunContext()); // a Cat head's other members' parts are freed by the tidy too
+          });
+        });
+        expect(profile.kernelNames, `${name}, ${T} rows`).toEqual([UNIT_KERNEL]);
+        expect(tf.engine().backend.numDataIds(), `${name}: scratch freed`).toBe(dataIds);
+        const { fused, stepwise } = tf.tidy(() => {
+          const got = m.unitForward(x);
+          // the op-by-op inference path: latent, bare product, bias, column pieces
+          let y = matMulRaw(m.latent(x), m.param('b').variable);
+          if (m.config.bias) y = tf.add(y, m.param('bias').variable);
+          const want = m.config.outs.length > 1 ? columnPieces(y, null, m.config.outs) : [y];
+          return { fused: got.map((t) => Array.from(t.dataSync())), stepwise: want.map((t) => Array.from(t.dataSync())) };
+        });
+        expect(fused, `${name}, ${T} rows`).toEqual(stepwise);
+        expect(fused.map((p) => p.length)).toEqual(m.config.outs.map((o) => o * T));
+        x.dispose();
+      }
+      m.dispose();
+    }
+  });
 
   it('under a gradient tape the general (differentiable) path runs on wasm, with the same values', async () => {
     await useBackend('wasm');

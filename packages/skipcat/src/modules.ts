@@ -37,6 +37,105 @@ tf.registerKernel({
   },
 });
 
+/** Name of the wasm kernel behind a factorised unit's whole batch-1 inference (`unitForward`). */
+export const UNIT_KERNEL = 'LeanpassSkipcatUnit';
+
+/** How the fused unit kernel forms the latent h from x [T, n]. */
+interface UnitAttrs {
+  /** 'product': h = x·a; 'skip': h = x_keep + x_rest·a; 'identity': h = x_keep (r = n). */
+  mode: 'product' | 'skip' | 'identity';
+  rank: number;
+  /** Kept / rest input columns; null: contiguous (the input arrives permuted as [x_keep | x_rest]). */
+  keep: Int32Array | null;
+  rest: Int32Array | null;
+  /** Output widths of the members (the pieces returned). */
+  outs: number[];
+}
+
+type KernelCall = (args: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs: Record<string, unknown> }) => tf.TensorInfo;
+let batchMatMulKernel: KernelCall | null = null;
+
+/** tfjs-wasm's own BatchMatMul kernel function, called directly (no engine dispatch) on 2-D operands. */
+function heapProduct(backend: WasmHeapBackend, a: tf.TensorInfo, b: tf.TensorInfo): tf.TensorInfo {
+  if (!batchMatMulKernel) {
+    const k = tf.getKernel(tf.BatchMatMul, 'wasm');
+    if (!k) throw new ConfigError(`${UNIT_KERNEL}: expected tfjs-wasm's BatchMatMul kernel to be registered, found none`);
+    batchMatMulKernel = k.kernelFunc as unknown as KernelCall;
+  }
+  return batchMatMulKernel({ inputs: { a, b }, backend, attrs: { transposeA: false, transposeB: false } });
+}
+
+/**
+ * A factorised unit's whole inference in one dispatch: the rest columns gathered into a scratch
+ * buffer, h = x_rest·A′ᵀ with tfjs-wasm's GEMM called directly, x_keep added in place, y = h·B with
+ * the same GEMM, the bias added in place, and the members' outputs cut from y. The intermediates
+ * never become tensors (their heap buffers are freed here). Every sum is the float32 operation of
+ * the op-by-op path (a float32 + float32 sum rounded once is exact in JS doubles), and the products
+ * are the same kernel, so the outputs are bit-identical to it.
+ */
+tf.registerKernel({
+  kernelName: UNIT_KERNEL,
+  backendName: 'wasm',
+  kernelFunc: ({ inputs, backend, attrs }) => {
+    const be = backend as WasmHeapBackend & { disposeData(dataId: object): boolean };
+    const x = inputs['x'] as tf.TensorInfo;
+    const a = inputs['a'];
+    const b = inputs['b'] as tf.TensorInfo;
+    const bias = inputs['bias'];
+    const { mode, rank: r, keep, rest, outs } = attrs as unknown as UnitAttrs;
+    const [T, n] = x.shape as [number, number];
+    let h: tf.TensorInfo = x;
+    if (mode === 'product') {
+      h = heapProduct(be, x, a as tf.TensorInfo);
+    } else if (mode === 'skip') {
+      const k = n - r;
+      const xr = be.makeOutput([T, k], 'float32');
+      let src = be.typedArrayFromHeap(x);
+      const dst = be.typedArrayFromHeap(xr);
+      for (let t = 0; t < T; t++) {
+        const so = t * n;
+        const d0 = t * k;
+        if (rest) for (let j = 0; j < k; j++) dst[d0 + j] = src[so + (rest[j] as number)] as number;
+        else dst.set(src.subarray(so + r, so + n), d0);
+      }
+      h = heapProduct(be, xr, a as tf.TensorInfo);
+      be.disposeData(xr.dataId);
+      // views after the allocations (a heap growth detaches the old ones)
+      src = be.typedArrayFromHeap(x);
+      const hv = be.typedArrayFromHeap(h);
+      for (let t = 0; t < T; t++) {
+        const so = t * n;
+        const ho = t * r;
+        for (let j = 0; j < r; j++) hv[ho + j] = (src[so + (keep ? (keep[j] as number) : j)] as number) + (hv[ho + j] as number);
+      }
+    } else if (keep) {
+      h = be.makeOutput([T, r], 'float32');
+      const src = be.typedArrayFromHeap(x);
+      const hv = be.typedArrayFromHeap(h);
+      for (let t = 0; t < T; t++) for (let j = 0; j < r; j++) hv[t * r + j] = src[t * n + (keep[j] as number)] as number;
+    }
+    const y = heapProduct(be, h, b);
+    if (h !== x) be.disposeData(h.dataId);
+    const M = b.shape[1] as number;
+    if (bias) {
+      const yv = be.typedArrayFromHeap(y);
+      const bv = be.typedArrayFromHeap(bias);
+      for (let t = 0; t < T; t++) for (let o = 0; o < M; o++) yv[t * M + o] = (yv[t * M + o] as number) + (bv[o] as number);
+    }
+    if (outs.length === 1) return [y];
+    const pieces = outs.map((k) => be.makeOutput([T, k], 'float32'));
+    const yv = be.typedArrayFromHeap(y);
+    let off = 0;
+    outs.forEach((k, p) => {
+      const dst = be.typedArrayFromHeap(pieces[p] as tf.TensorInfo);
+      for (let t = 0; t < T; t++) dst.set(yv.subarray(t * M + off, t * M + off + k), t * k);
+      off += k;
+    });
+    be.disposeData(y.dataId);
+    return pieces;
+  },
+});
+
 /**
  * Columns of x [T, n] cut into pieces [T, sizes[i]]: piece i holds columns cols[o_i … o_i + sizes[i])
  * (o_i = sizes[0] + … + sizes[i−1]), or the contiguous columns o_i… when `cols` is null. One
@@ -195,6 +294,7 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   private readonly indexCache = new Map<number, { keep: tf.Tensor; rest: tf.Tensor | null }>();
   private denseA: tf.Tensor2D | null = null;
   private keepRest: Int32Array | null = null;
+  private skipCols: { keep: Int32Array | null; rest: Int32Array | null } | null = null;
 
   constructor(config: LowRankConfig, values?: { a: tf.Tensor | null; b: tf.Tensor; bias?: tf.Tensor }) {
     const cfg = parseLowRankConfig(config.outs.length > 1 ? 'skipcat.cat' : 'skipcat.linear', config);
@@ -279,22 +379,56 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
   }
 
   /**
-   * The inference path: wasm, no gradient tape. Products skip tf.matMul's rank-3 reshapes, the
-   * Skip pieces and a Cat group's outputs are cut by one `columnPieces` dispatch each.
+   * The inference path: wasm, no gradient tape. `forward` runs the unit as one `UNIT_KERNEL`
+   * dispatch; `latent` called on its own uses bare products and one `columnPieces` dispatch.
    */
   private inferenceFast(): boolean {
     return tf.getBackend() === 'wasm' && !tapeActive();
   }
 
+  /**
+   * The unit's outputs on rows x [T, n] in one dispatch of `UNIT_KERNEL` (wasm, float32, no tape):
+   * one piece [T, outs[i]] per member, bit-identical to the op-by-op inference path.
+   */
+  unitForward(rows: tf.Tensor2D): tf.Tensor2D[] {
+    const { skip, rank: r, inFeatures: n, inference, outs } = this.config;
+    const T = rows.shape[0];
+    const inputs: tf.NamedTensorMap = { x: rows, b: this.param('b').variable };
+    if (this.config.bias) inputs['bias'] = this.param('bias').variable;
+    let attrs: UnitAttrs;
+    if (!skip) {
+      inputs['a'] = this.param('a').variable;
+      attrs = { mode: 'product', rank: r, keep: null, rest: null, outs };
+    } else if (inference === 'dense-a' || (inference === 'auto' && T <= AUTO_DENSE_A_ROWS)) {
+      this.denseA ??= tf.keep(denseInputFactor(this));
+      inputs['a'] = this.denseA;
+      attrs = { mode: 'product', rank: r, keep: null, rest: null, outs };
+    } else {
+      this.skipCols ??= skip.inputPermuted ? { keep: null, rest: null } : { keep: Int32Array.from(skip.keep), rest: Int32Array.from(skip.rest) };
+      if (r < n) inputs['a'] = this.param('a').variable;
+      attrs = { mode: r < n ? 'skip' : 'identity', rank: r, ...this.skipCols, outs };
+    }
+    return tf.engine().runKernel(UNIT_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor2D[];
+  }
+
   forward(x: tf.Tensor, ctx: RunContext): tf.Tensor {
     const { rows, lead } = rowsOf(x, this.config.inFeatures, this.kind);
-    const fast = this.inferenceFast();
-    const h = this.latent(rows);
-    let y: tf.Tensor2D = fast ? matMulRaw(h, this.param('b').variable) : tf.matMul(h, this.param('b').variable);
-    if (this.config.bias) y = tf.add(y, this.param('bias').variable);
+    const fast = this.inferenceFast() && rows.dtype === 'float32';
     const { outs } = this.config;
-    if (outs.length === 1) return lead.length === 1 ? y : tf.reshape(y, [...lead, outs[0] as number]);
-    const parts = fast ? columnPieces(y, null, outs) : tf.split<tf.Tensor2D>(y, outs, 1);
+    let parts: tf.Tensor2D[];
+    if (fast) {
+      parts = this.unitForward(rows);
+      if (outs.length === 1) {
+        const y = parts[0] as tf.Tensor2D;
+        return lead.length === 1 ? y : tf.reshape(y, [...lead, outs[0] as number]);
+      }
+    } else {
+      const h = this.latent(rows);
+      let y: tf.Tensor2D = tf.matMul(h, this.param('b').variable);
+      if (this.config.bias) y = tf.add(y, this.param('bias').variable);
+      if (outs.length === 1) return lead.length === 1 ? y : tf.reshape(y, [...lead, outs[0] as number]);
+      parts = tf.split<tf.Tensor2D>(y, outs, 1);
+    }
     ctx.state.set(`skipcat:${this.config.group}`, { dataId: x.dataId, parts } satisfies GroupEntry);
     return lead.length === 1 ? (parts[0] as tf.Tensor) : tf.reshape(parts[0] as tf.Tensor, [...lead, outs[0] as number]);
   }
