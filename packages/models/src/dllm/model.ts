@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, Rng, registry, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
 import { CanvasAttention, Embedding, Linear, MASKED, RMSNorm, SwiGLU, type CanvasAttentionInput, type CanvasStep } from '@leanpass/nn';
 import { dllmConfig, type DiffusionLMConfig, type DiffusionLMConfigInput } from './config.js';
+import { constructModel } from '../construct.js';
 
 /** Config of one block (kind 'dllm.block'). */
 export interface DiffusionBlockConfig extends JsonObject {
@@ -183,11 +184,7 @@ export class DiffusionLM extends Module<tf.Tensor | DiffusionLMInput, tf.Tensor,
 /** A diffusion LM with the given config, initialised from `seed`. */
 export function createDiffusionLM(config: DiffusionLMConfigInput | DiffusionLMConfig, opts: { seed?: number; init?: InitContext } = {}): DiffusionLM {
   const init = opts.init ?? { rng: new Rng(opts.seed ?? 0) };
-  let model: DiffusionLM | undefined;
-  tf.tidy(() => {
-    model = new DiffusionLM(config, init);
-  });
-  return model as unknown as DiffusionLM;
+  return constructModel(() => new DiffusionLM(config, init));
 }
 
 registry.register('dllm', (cfg, init) => new DiffusionLM(cfg as unknown as DiffusionLMConfig, init));

@@ -3,6 +3,7 @@ import { ConfigError, Module, Rng, registry, type InitContext, type JsonObject, 
 import { Attention, Embedding, Linear, RMSNorm, SwiGLU, dense, transposeLast2, type KV } from '@leanpass/nn';
 import { llamaConfig, type LlamaConfig, type LlamaConfigInput } from './config.js';
 import { fastBlockStep, fastPathApplies, gradientTapeActive } from './decode.js';
+import { constructModel } from '../construct.js';
 
 /** Config of one decoder block (kind 'llama.block'). */
 export interface LlamaBlockConfig extends JsonObject {
@@ -245,12 +246,7 @@ export class Llama extends Module<tf.Tensor | LlamaInput, tf.Tensor, LlamaConfig
 /** A LLaMA with the given config (HF field names), initialised from `seed`. */
 export function createLlama(config: LlamaConfigInput | LlamaConfig, opts: { seed?: number; init?: InitContext } = {}): Llama {
   const init = opts.init ?? { rng: new Rng(opts.seed ?? 0) };
-  let model: Llama | undefined;
-  // Under tidy: the initial-value tensors are freed once the variables hold them.
-  tf.tidy(() => {
-    model = new Llama(config, init);
-  });
-  return model as unknown as Llama;
+  return constructModel(() => new Llama(config, init));
 }
 
 registry.register('llama', (cfg, init) => new Llama(cfg as unknown as LlamaConfig, init));
