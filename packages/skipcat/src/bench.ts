@@ -15,7 +15,7 @@ import {
   Rng,
   cloneModel,
   createRunContext,
-  machineDescription,
+  benchReport,
   type AnyModule,
   type BenchOptions,
   type BenchReport,
@@ -456,12 +456,11 @@ export async function benchOn(model: AnyModule | undefined, opts: BenchOptions, 
       params_ratio_40: paramsRatio['skipcat_40'] as number,
     };
     progress(1, 'done');
-    return {
+    return benchReport({
       pass: PASS_NAME,
       version: PASS_VERSION,
       host: hostLabel,
       backend: opts.backend,
-      machine: machineDescription(),
       quick: opts.quick,
       seed: opts.seed,
       rows,
@@ -479,7 +478,7 @@ export async function benchOn(model: AnyModule | undefined, opts: BenchOptions, 
         decomposition_ms: dec,
         ...(opts.quick ? {} : { decomposition_smollm_135m_estimate_cpu_s: (30 * perLayer) / 1000 }),
       },
-    };
+    });
   } finally {
     host.model.dispose();
   }
@@ -500,12 +499,11 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
       const lp = linearParams(model);
       const units = (report.measured?.['units'] ?? []) as JsonObject[];
       opts.progress?.(1, 'done');
-      return {
+      return benchReport({
         pass: PASS_NAME,
         version: PASS_VERSION,
         host: 'zoo:llama-tiny',
         backend: opts.backend,
-        machine: machineDescription(),
         quick: true,
         seed: opts.seed,
         rows: [rowFor('dense', {}, dq, { params: denseLinear }), rowFor('skipcat ratio=0.2', { method: 'skipcat', ratio: 0.2 }, q, { params: lp, compress_ms: ms })],
@@ -518,7 +516,7 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
             after: { params: u['params'] ?? 0, rank: u['rank'] ?? 0 },
           })) as JsonValue,
         },
-      };
+      });
     } finally {
       model.dispose();
     }
