@@ -10,19 +10,7 @@ import { Mlp } from '@leanpass/nn';
 import { loadZoo } from '@leanpass/zoo';
 import { DataCache, calibrationFor, dataActions, evaluateOptions, calibrateOptions } from './actions.js';
 import { EXIT } from './errors.js';
-import { main } from './main.js';
-
-function capture() {
-  let text = '';
-  return { stream: { write: (s: string) => ((text += s), true), isTTY: false }, text: () => text };
-}
-
-async function cli(args: string[], cwd: string) {
-  const out = capture();
-  const err = capture();
-  const code = await main(args, { stdout: out.stream, stderr: err.stream, cwd });
-  return { code, out: out.text(), err: err.text() };
-}
+import { cli } from './cli.test-util.js';
 
 async function collect(source: CalibrationSource): Promise<tf.Tensor[]> {
   const out: tf.Tensor[] = [];

@@ -7,24 +7,12 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Rng, createRunContext, loadModel, saveModel, useBackend, type AnyModule } from '@leanpass/core';
 import { Mlp } from '@leanpass/nn';
-import { main } from './main.js';
+import { cli } from './cli.test-util.js';
 import { EXIT } from './errors.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const appDir = resolve(here, '..');
 const fixture = resolve(appDir, 'test/fixtures/slow-pass');
-
-function capture() {
-  let text = '';
-  return { stream: { write: (s: string) => ((text += s), true), isTTY: false }, text: () => text };
-}
-
-async function cli(args: string[], cwd: string) {
-  const out = capture();
-  const err = capture();
-  const code = await main(args, { stdout: out.stream, stderr: err.stream, cwd });
-  return { code, out: out.text(), err: err.text() };
-}
 
 let work: string;
 let modelDir: string;
