@@ -229,6 +229,23 @@ export interface AttentionInput {
   kvPositions?: Positions;
 }
 
+/**
+ * The head geometry of an attention config (`what` names the kind in errors): dim, heads, kvHeads
+ * (default heads; heads must be a multiple of it) and headDim (default dim / heads, which must divide).
+ */
+export function headGeometry(what: string, cfg: JsonObject): { dim: number; heads: number; kvHeads: number; headDim: number } {
+  const dim = positiveInt(what, cfg, 'dim');
+  const heads = positiveInt(what, cfg, 'heads');
+  const kvHeads = cfg['kvHeads'] === undefined ? heads : positiveInt(what, cfg, 'kvHeads');
+  let headDim: number;
+  if (cfg['headDim'] === undefined || cfg['headDim'] === null) {
+    if (dim % heads !== 0) throw new ConfigError(`${what}: dim ${dim} is not divisible by heads ${heads}; set headDim`);
+    headDim = dim / heads;
+  } else headDim = positiveInt(what, cfg, 'headDim');
+  if (heads % kvHeads !== 0) throw new ConfigError(`${what}: heads ${heads} must be a multiple of kvHeads ${kvHeads}`);
+  return { dim, heads, kvHeads, headDim };
+}
+
 function range(start: number, n: number): number[] {
   return Array.from({ length: n }, (_, i) => start + i);
 }
@@ -245,16 +262,8 @@ export class Attention extends Module<tf.Tensor | AttentionInput, tf.Tensor, Att
 
   constructor(options: AttentionOptions, init: InitContext) {
     const cfg = { ...options } as JsonObject;
-    const dim = positiveInt('attention', cfg, 'dim');
-    const heads = positiveInt('attention', cfg, 'heads');
-    const kvHeads = cfg['kvHeads'] === undefined ? heads : positiveInt('attention', cfg, 'kvHeads');
-    let headDim: number;
-    if (cfg['headDim'] === undefined || cfg['headDim'] === null) {
-      if (dim % heads !== 0) throw new ConfigError(`attention: dim ${dim} is not divisible by heads ${heads}; set headDim`);
-      headDim = dim / heads;
-    } else headDim = positiveInt('attention', cfg, 'headDim');
+    const { dim, heads, kvHeads, headDim } = headGeometry('attention', cfg);
     const kvDim = cfg['kvDim'] === undefined ? dim : positiveInt('attention', cfg, 'kvDim');
-    if (heads % kvHeads !== 0) throw new ConfigError(`attention: heads ${heads} must be a multiple of kvHeads ${kvHeads}`);
     const bias = boolOr('attention', cfg, 'bias', true);
     const causal = boolOr('attention', cfg, 'causal', false);
     const ropeCfg = cfg['rope'];

@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, registry, type FlopCount, type InitContext, type JsonObject, type RunContext } from '@leanpass/core';
-import { applyRope, scaledDotProductAttention, type KV } from './attention.js';
+import { applyRope, headGeometry, scaledDotProductAttention, type KV } from './attention.js';
 import { getKVStore, setKVStore, type CanvasAttentionInput } from './canvas.js';
 import { Linear } from './linear.js';
 import { reshapeNoSave } from './ops/dense.js';
-import { positiveInt, positiveOr } from './util.js';
+import { positiveOr } from './util.js';
 
 export interface CanvasAttentionConfig extends JsonObject {
   dim: number;
@@ -50,15 +50,7 @@ export class CanvasAttention extends Module<CanvasAttentionInput, tf.Tensor, Can
 
   constructor(options: CanvasAttentionOptions, init: InitContext) {
     const cfg = { ...options } as JsonObject;
-    const dim = positiveInt('canvas-attention', cfg, 'dim');
-    const heads = positiveInt('canvas-attention', cfg, 'heads');
-    const kvHeads = cfg['kvHeads'] === undefined ? heads : positiveInt('canvas-attention', cfg, 'kvHeads');
-    let headDim: number;
-    if (cfg['headDim'] === undefined || cfg['headDim'] === null) {
-      if (dim % heads !== 0) throw new ConfigError(`canvas-attention: dim ${dim} is not divisible by heads ${heads}; set headDim`);
-      headDim = dim / heads;
-    } else headDim = positiveInt('canvas-attention', cfg, 'headDim');
-    if (heads % kvHeads !== 0) throw new ConfigError(`canvas-attention: heads ${heads} must be a multiple of kvHeads, found ${kvHeads}`);
+    const { dim, heads, kvHeads, headDim } = headGeometry('canvas-attention', cfg);
     if (headDim % 2 !== 0) throw new ConfigError(`canvas-attention: RoPE needs an even headDim, found ${headDim}`);
     const ropeBase = positiveOr('canvas-attention', cfg, 'ropeBase', 10000);
     if (!(ropeBase > 1)) throw new ConfigError(`canvas-attention: expected config.ropeBase > 1, found ${ropeBase}`);
