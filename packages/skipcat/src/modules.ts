@@ -1,15 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, type FlopCount, type JsonObject, type ModuleRegistry, type RunContext } from '@leanpass/core';
-import { matMulRaw } from '@leanpass/nn';
+import { gradientTapeActive, matMulRaw, type WasmHeapBackend } from '@leanpass/nn';
 
 /** Name of the wasm kernel behind `columnPieces`. */
 export const COLUMN_PIECES_KERNEL = 'LeanpassSkipcatColumnPieces';
-
-/** The part of tfjs-wasm's BackendWasm the kernel uses (public methods in 4.22). */
-interface WasmHeapBackend {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
 
 tf.registerKernel({
   kernelName: COLUMN_PIECES_KERNEL,
@@ -154,11 +148,6 @@ export function columnPieces(x: tf.Tensor2D, cols: Int32Array | null, sizes: num
     off += k;
     return piece;
   });
-}
-
-/** True while a gradient tape may be recording (inside tf.grad / variableGrads / minimize). */
-function tapeActive(): boolean {
-  return tf.engine().state.gradientDepth > 0;
 }
 
 /** How a factorised unit reads its input. */
@@ -383,7 +372,7 @@ export class LowRankLinear extends Module<tf.Tensor, tf.Tensor, LowRankConfig> {
    * dispatch; `latent` called on its own uses bare products and one `columnPieces` dispatch.
    */
   private inferenceFast(): boolean {
-    return tf.getBackend() === 'wasm' && !tapeActive();
+    return tf.getBackend() === 'wasm' && !gradientTapeActive();
   }
 
   /**

@@ -27,18 +27,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { type RunContext } from '@leanpass/core';
-import { Attention, Linear, MASKED, RMSNorm, SwiGLU, matMulRaw, transposeLast2, type KV } from '@leanpass/nn';
+import { Attention, Linear, MASKED, RMSNorm, SwiGLU, gradientTapeActive, matMulRaw, transposeLast2, type KV, type WasmHeapBackend } from '@leanpass/nn';
 
-/** True while a gradient tape may be recording (inside tf.grad / variableGrads / minimize). */
-export function gradientTapeActive(): boolean {
-  return tf.engine().state.gradientDepth > 0;
-}
-
-/** The part of tfjs-wasm's BackendWasm the kernels below use (public methods in 4.22). */
-interface WasmHeapBackend {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
+/** True while a gradient tape may be recording (nn's; re-exported here, where the fast path is documented). */
+export { gradientTapeActive };
 
 /**
  * Fused elementwise kernels of the fast path on wasm: plain JS loops over the wasm heap, one dispatch

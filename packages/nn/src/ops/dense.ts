@@ -252,10 +252,18 @@ export function useFastMatMulGradient(): boolean {
 /** Name of the wasm kernel behind `splitRows`. */
 export const SPLIT_ROWS_KERNEL = 'LeanpassSplitRows';
 
-/** The part of tfjs-wasm's BackendWasm that the split kernel uses (public methods in 4.22). */
-interface WasmHeapBackend {
+/**
+ * The part of tfjs-wasm's BackendWasm that leanpass's wasm-heap kernels use (public methods in 4.22):
+ * splitRows here, skipcat's column/unit kernels, the LLaMA decode kernels.
+ */
+export interface WasmHeapBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+/** True while a gradient tape may be recording (inside tf.grad / variableGrads / minimize). */
+export function gradientTapeActive(): boolean {
+  return tf.engine().state.gradientDepth > 0;
 }
 
 tf.registerKernel({
