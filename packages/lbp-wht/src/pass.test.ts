@@ -54,7 +54,7 @@ passConformance({
 
 describe('options', () => {
   it('defaults: order 8, LP_L1-3 (K = 6), padMode zeroX, grid auto', () => {
-    expect(optionsSchema.parse({})).toEqual({ order: 8, bases: { type: 'lpL1', rank: 3 }, padMode: 'zeroX', grid: 'auto', extraTokens: 'auto', select: {} });
+    expect(optionsSchema.parse({})).toEqual({ order: 8, bases: { type: 'lpL1', rank: 3 }, padMode: 'zeroX', grid: 'auto', extraTokens: 'auto', select: {}, overrides: [] });
   });
 
   it('rejects an order that is not a power of two, a rank beyond o², repeated or out-of-range pairs — naming the field', () => {
@@ -75,6 +75,12 @@ describe('options', () => {
     expect(msg({ order: 4, bases: { type: 'list', pairs: [[4, 0]] } })).toMatch(/options\.bases\.pairs\[0\]: expected 0 ≤ i, j < order = 4, found \[4, 0\]/);
     expect(msg({ bases: { type: 'lpL1', rank: 3, k: 2 } })).toMatch(/unknown key 'k'/);
     expect(msg({ padMode: 'edge' })).toMatch(/options\.padMode: expected one of "zeroX", "zero", "reflect"/);
+    // overrides: the combined (order, bases) of each is checked, naming the override
+    expect(msg({ overrides: [{ include: ['*.attn.*'], order: 3 }] })).toMatch(/options\.overrides\[0\]\.order: expected a power of two ≥ 2.*found 3/);
+    expect(msg({ bases: { type: 'lpL1', rank: 6 }, overrides: [{ include: ['*.attn.*'], order: 2 }] })).toMatch(/options\.overrides\[0\]\.bases\.rank: expected rank ≤ 2·order − 1 = 3 for order 2.*found 6/);
+    expect(msg({ overrides: [{ include: ['*.attn.*'] }] })).toMatch(/options\.overrides\[0\]: expected an order and\/or bases to override, found neither/);
+    expect(msg({ overrides: [{ include: ['re:(['], order: 4 }] })).toMatch(/options\.overrides\[0\]\.include\[0\]: bad regular expression/);
+    expect(msg({ overrides: [{ include: [], order: 4 }] })).toMatch(/options\.overrides\[0\]\.include/);
   });
 });
 
@@ -110,6 +116,32 @@ describe('plan', () => {
     expect(() => pass.plan(model, opts({ padMode: 'reflect' }))).toThrow(/layer 'b0.attn.q' has a 2×2 grid and padMode 'reflect': reflect padding to a multiple of 8 needs each pad ≤ side − 1 \(rows: pads 3\/3 on a side of 2/);
     expect(pass.plan(model, opts({ padMode: 'zero' })).entries).toHaveLength(12);
     model.dispose();
+  });
+
+  it('per-layer overrides: the first matching one sets order and/or bases; one that matches nothing fails', async () => {
+    const model = makeTestNet(0);
+    const o = opts({ overrides: [{ include: ['b0.attn.*'], order: 4 }, { include: ['*.attn.*', 'b1.mlp.fc2'], bases: { type: 'dc' } }] });
+    const plan = pass.plan(model, o);
+    const by = new Map(plan.entries.map((e) => [e.path, e.detail]));
+    expect(by.get('b0.attn.q')).toMatchObject({ order: 4, K: 6, patchesPerSample: 4, override: 0 }); // order 4, top-level LP_L1-3
+    expect(by.get('b1.attn.v')).toMatchObject({ order: 8, K: 1, override: 1 }); // the first override took b0.attn.*
+    expect(by.get('b1.mlp.fc2')).toMatchObject({ order: 8, K: 1, override: 1 });
+    expect(by.get('b0.mlp.fc1')).toMatchObject({ order: 8, K: 6 });
+    expect(by.get('b0.mlp.fc1')).not.toHaveProperty('override');
+    expect(plan.entries.find((e) => e.path === 'b0.attn.q')?.reason).toMatch(/LP_L1-3 \(K = 6\) per 4×4 patch of a 8×8 grid.*\[override 0\]/);
+    // the rewritten layers carry their own settings
+    await applyToEnd(pass, model, o, { seed: 0, backend: 'cpu' });
+    const cfg = (p: string): LbpLinear['config'] => (model.get(p) as LbpLinear).config;
+    expect([cfg('b0.attn.q').order, cfg('b0.attn.q').bases.length]).toEqual([4, 6]);
+    expect([cfg('b1.attn.q').order, cfg('b1.attn.q').bases]).toEqual([8, [[0, 0]]]);
+    expect([cfg('b1.mlp.fc1').order, cfg('b1.mlp.fc1').bases.length]).toEqual([8, 6]);
+    model.dispose();
+    const fresh = makeTestNet(0);
+    expect(() => pass.plan(fresh, opts({ select: { include: ['*.mlp.*'] }, overrides: [{ include: ['*.attn.*'], order: 4 }] }))).toThrow(
+      /overrides\[0\] \(include \[\*\.attn\.\*\]\) applies to none of the rewritten layers[^]*b0\.mlp\.fc1/,
+    );
+    expect(() => pass.plan(fresh, opts({ overrides: [{ include: ['**'], order: 4 }, { include: ['b0.*'], order: 2 }] }))).toThrow(/overrides\[1\][^]*an earlier override may take them/);
+    fresh.dispose();
   });
 
   it('takes 1×1 stride-1 convolutions and leaves the 3×3 one', () => {

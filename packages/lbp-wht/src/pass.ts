@@ -7,6 +7,7 @@ import { z } from 'zod';
 import {
   ConfigError,
   Module,
+  compilePattern,
   PassError,
   createRunContext,
   definePass,
@@ -63,6 +64,41 @@ export const basesSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('full') }).strict(),
 ]);
 
+/** Per-layer settings: the first override whose `include` matches a selected layer's path sets its order and/or bases. */
+export const overrideSchema = z
+  .object({
+    include: z.array(z.string().min(1)).min(1).describe('path globs or re:regex (as in select.include); the first matching override applies'),
+    order: posInt.optional().describe('patch side for these layers (default: the top-level order)'),
+    bases: basesSchema.optional().describe('bases for these layers (default: the top-level bases)'),
+  })
+  .strict();
+
+export type LbpWhtOverride = z.output<typeof overrideSchema>;
+
+/** Checks an (order, bases) pair, reporting issues under `at` (['order'], ['bases', …] appended). */
+function checkOrderBases(order: number, b: z.output<typeof basesSchema>, at: Array<string | number>, ctx: z.RefinementCtx): void {
+  if (!isPowerOfTwo(order) || order < 2) {
+    ctx.addIssue({ code: 'custom', path: [...at, 'order'], message: `expected a power of two ≥ 2 (2, 4, 8, 16, …), found ${order}` });
+    return;
+  }
+  const o2 = order * order;
+  if (b.type === 'lpL1' && b.rank > 2 * order - 1) {
+    ctx.addIssue({ code: 'custom', path: [...at, 'bases', 'rank'], message: `expected rank ≤ 2·order − 1 = ${2 * order - 1} for order ${order} (that keeps all ${o2} bases), found ${b.rank}` });
+  }
+  if (b.type === 'lpLinf' && b.rank > order) {
+    ctx.addIssue({ code: 'custom', path: [...at, 'bases', 'rank'], message: `expected rank ≤ order = ${order} (K = rank² ≤ ${o2}), found ${b.rank}` });
+  }
+  if (b.type === 'energy' && b.k > o2) ctx.addIssue({ code: 'custom', path: [...at, 'bases', 'k'], message: `expected k ≤ order² = ${o2}, found ${b.k}` });
+  if (b.type === 'list') {
+    const seen = new Set<number>();
+    b.pairs.forEach(([i, j], n) => {
+      if (i >= order || j >= order) ctx.addIssue({ code: 'custom', path: [...at, 'bases', 'pairs', n], message: `expected 0 ≤ i, j < order = ${order}, found [${i}, ${j}]` });
+      if (seen.has(i * order + j)) ctx.addIssue({ code: 'custom', path: [...at, 'bases', 'pairs', n], message: `base [${i}, ${j}] is listed twice; each base may appear once` });
+      seen.add(i * order + j);
+    });
+  }
+}
+
 export const optionsSchema = z
   .object({
     order: posInt.default(8).describe('patch side o of the 2-D WHT (a power of two)'),
@@ -80,30 +116,26 @@ export const optionsSchema = z
       .default('auto')
       .describe("leading non-grid tokens (class token) per sample, kept exact; 'auto': config.extraTokens beside the grid, else 0"),
     select: layerSelectorSchema.default({}).describe('layers to rewrite (kinds linear, conv2d by default)'),
+    overrides: z.array(overrideSchema).default([]).describe('per-layer order / bases: the first override whose include matches a selected layer applies'),
   })
   .strict()
   .superRefine((o, ctx) => {
-    if (!isPowerOfTwo(o.order) || o.order < 2) {
-      ctx.addIssue({ code: 'custom', path: ['order'], message: `expected a power of two ≥ 2 (2, 4, 8, 16, …), found ${o.order}` });
-      return;
-    }
-    const b = o.bases;
-    const o2 = o.order * o.order;
-    if (b.type === 'lpL1' && b.rank > 2 * o.order - 1) {
-      ctx.addIssue({ code: 'custom', path: ['bases', 'rank'], message: `expected rank ≤ 2·order − 1 = ${2 * o.order - 1} for order ${o.order} (that keeps all ${o2} bases), found ${b.rank}` });
-    }
-    if (b.type === 'lpLinf' && b.rank > o.order) {
-      ctx.addIssue({ code: 'custom', path: ['bases', 'rank'], message: `expected rank ≤ order = ${o.order} (K = rank² ≤ ${o2}), found ${b.rank}` });
-    }
-    if (b.type === 'energy' && b.k > o2) ctx.addIssue({ code: 'custom', path: ['bases', 'k'], message: `expected k ≤ order² = ${o2}, found ${b.k}` });
-    if (b.type === 'list') {
-      const seen = new Set<number>();
-      b.pairs.forEach(([i, j], n) => {
-        if (i >= o.order || j >= o.order) ctx.addIssue({ code: 'custom', path: ['bases', 'pairs', n], message: `expected 0 ≤ i, j < order = ${o.order}, found [${i}, ${j}]` });
-        if (seen.has(i * o.order + j)) ctx.addIssue({ code: 'custom', path: ['bases', 'pairs', n], message: `base [${i}, ${j}] is listed twice; each base may appear once` });
-        seen.add(i * o.order + j);
+    checkOrderBases(o.order, o.bases, [], ctx);
+    o.overrides.forEach((ov, n) => {
+      ov.include.forEach((p, k) => {
+        try {
+          compilePattern(p);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', path: ['overrides', n, 'include', k], message: (e as Error).message });
+        }
       });
-    }
+      if (ov.order === undefined && ov.bases === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['overrides', n], message: 'expected an order and/or bases to override, found neither' });
+      } else {
+        // the combined setting must be valid: an order override re-checks the top-level bases and vice versa
+        checkOrderBases(ov.order ?? o.order, ov.bases ?? o.bases, ['overrides', n], ctx);
+      }
+    });
   });
 
 export type LbpWhtOptions = z.output<typeof optionsSchema>;
@@ -135,6 +167,14 @@ export function basesFor(o: Pick<LbpWhtOptions, 'order' | 'bases'>, energy?: Arr
 /** K for options that do not need profiling. */
 export function basesCount(o: Pick<LbpWhtOptions, 'order' | 'bases'>): number {
   return o.bases.type === 'energy' ? o.bases.k : basesFor(o).length;
+}
+
+/** The order and bases of the layer at `path`: the first matching override's, else the top-level ones. */
+export function layerSettings(o: LbpWhtOptions, path: string): Pick<LbpWhtOptions, 'order' | 'bases'> & { override?: number } {
+  const n = o.overrides.findIndex((ov) => ov.include.some((p) => compilePattern(p).test(path)));
+  if (n < 0) return { order: o.order, bases: o.bases };
+  const ov = o.overrides[n] as LbpWhtOverride;
+  return { order: ov.order ?? o.order, bases: ov.bases ?? o.bases, override: n };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -257,7 +297,7 @@ function disposeBatch(batch: unknown): void {
 // ---------------------------------------------------------------------------------------------------
 // The pass
 
-function describeBases(o: LbpWhtOptions): string {
+function describeBases(o: Pick<LbpWhtOptions, 'bases'>): string {
   const b = o.bases;
   switch (b.type) {
     case 'lpL1':
@@ -279,9 +319,11 @@ function planEntries(model: AnyModule, options: LbpWhtOptions): PlanEntry[] {
   const chosen = selectOrThrow(model.modules(), options.select, TARGETS, PASS_NAME);
   const entries: PlanEntry[] = [];
   const skipped: string[] = [];
-  const K = basesCount(options);
-  const o = options.order;
+  const used = new Set<number>();
   for (const [path, m] of chosen) {
+    const settings = layerSettings(options, path);
+    const K = basesCount(settings);
+    const o = settings.order;
     if (m.kind === 'conv2d' && !isPointwiseConv(m)) {
       skipped.push(`'${path}': not a 1×1 stride-1 convolution`);
       continue;
@@ -298,7 +340,11 @@ function planEntries(model: AnyModule, options: LbpWhtOptions): PlanEntry[] {
       continue;
     }
     const detail: JsonObject = { K, order: o, inFeatures: feats.inFeatures, outFeatures: feats.outFeatures, extraTokens: lg.extraTokens, grid: lg.grid };
-    let reason = `${describeBases(options)} (K = ${K}) per ${o}×${o} patch`;
+    if (settings.override !== undefined) {
+      detail['override'] = settings.override;
+      used.add(settings.override);
+    }
+    let reason = `${describeBases(settings)} (K = ${K}) per ${o}×${o} patch`;
     if (lg.grid) {
       const [H, W] = lg.grid;
       if (options.padMode !== 'zero') {
@@ -311,7 +357,16 @@ function planEntries(model: AnyModule, options: LbpWhtOptions): PlanEntry[] {
       detail['backwardRowRatio'] = (K * perSample + lg.extraTokens) / (H * W + lg.extraTokens);
       reason += ` of a ${H}×${W} grid${lg.from !== undefined ? ` (from '${lg.from || '(root)'}')` : ''}${lg.extraTokens ? ` + ${lg.extraTokens} exact token(s)` : ''}: backward rows ×${(detail['backwardRowRatio']).toFixed(3)}`;
     } else reason += ' of the NHWC input grid';
+    if (settings.override !== undefined) reason += ` [override ${settings.override}]`;
     entries.push({ path, kind: m.kind, action: LBP_LINEAR_KIND, reason, detail });
+  }
+  const unused = options.overrides.map((ov, n) => ({ ov, n })).filter(({ n }) => !used.has(n));
+  if (unused.length && entries.length) {
+    const { ov, n } = unused[0] as (typeof unused)[number];
+    throw new ConfigError(
+      `${PASS_NAME}: overrides[${n}] (include [${ov.include.join(', ')}]) applies to none of the rewritten layers (an earlier override may take them): ` +
+        `expected it to match one of [${entries.map((e) => e.path).join(', ')}]`,
+    );
   }
   if (entries.length === 0) {
     throw new PassError(PASS_NAME, `nothing to rewrite: it looks for kinds [${TARGETS.join(', ')}] on a token grid; every selected layer was skipped`, skipped.map((message) => ({ path: '', message })));
@@ -330,13 +385,15 @@ export const pass = definePass({
   plan: (model, options) => planEntries(model, options),
   prepareWeight: 0.5,
   async prepare({ model, options, ctx, plan, tools }): Promise<Map<string, Float64Array> | undefined> {
-    if (options.bases.type !== 'energy') return undefined;
+    if (!plan.entries.some((e) => layerSettings(options, e.path).bases.type === 'energy')) return undefined;
     const cal = ctx.calibration;
     if (!cal) throw new PassError(PASS_NAME, "bases.type 'energy' needs calibration batches (ctx.calibration: batches of model inputs, a tf.Tensor or {x}) to profile each layer's input");
-    const o = options.order;
     const probes: Array<{ path: string; inner: AnyModule; probe: EnergyProbe }> = [];
     try {
       for (const e of plan.entries) {
+        const settings = layerSettings(options, e.path);
+        if (settings.bases.type !== 'energy') continue;
+        const o = settings.order;
         const inner = model.get(e.path);
         const d = e.detail ?? {};
         const grid = Array.isArray(d['grid']) ? ([d['grid'][0], d['grid'][1]] as [number, number]) : null;
@@ -375,7 +432,8 @@ export const pass = definePass({
     const d = entry.detail ?? {};
     const feats = featuresOf(module, entry.path);
     const energy = tools.prepared?.get(entry.path);
-    const pairs: BasePair[] = basesFor(options, energy);
+    const settings = layerSettings(options, entry.path);
+    const pairs: BasePair[] = basesFor(settings, energy);
     const grid = Array.isArray(d['grid']) ? ([d['grid'][0], d['grid'][1]] as [number, number]) : null;
     const bias = biasOf(module);
     const cfg: LbpLinearConfig = {
@@ -384,7 +442,7 @@ export const pass = definePass({
       bias: bias !== undefined,
       weightShape: feats.weightShape,
       wraps: module.kind,
-      order: options.order,
+      order: settings.order,
       bases: pairs.map(([i, j]) => [i, j]),
       padMode: options.padMode,
       grid,

@@ -17,6 +17,11 @@ function randn(shape: number[], seed: number): tf.Tensor {
 function images(b: number, side: number, seed: number): tf.Tensor {
   return tf.tensor(new Rng(seed).uniformArray(b * side * side, 0, 1), [b, side, side, 1]);
 }
+function maxAbsDiffArr(a: Float32Array, b: Float32Array): number {
+  let worst = a.length === b.length ? 0 : Infinity;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs((a[i] as number) - (b[i] as number)));
+  return worst;
+}
 function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] as number);
 }
@@ -240,6 +245,37 @@ describe('ViT-tiny', () => {
     expect(smallest).toBeGreaterThan(1e-6);
     for (const [p, n] of norms) if (invariant(p)) expect(n, p).toBeLessThan(1e-3 * smallest);
     tf.dispose([value, ...Object.values(grads)]);
+  });
+
+  it('runs a frozen patch embedding + stage 1 off the tape: same value and gradients, their activations not kept', () => {
+    const x = images(4, 28, 12);
+    const y = tf.oneHot(tf.tensor1d([0, 3, 7, 9], 'int32'), 10);
+    const run = (m: ViT, wrt: Array<[string, { variable: tf.Variable }]>): { loss: number; grads: Map<string, Float32Array>; bytes: number } => {
+      const vars = wrt.map(([, p]) => p.variable);
+      const loss = (): tf.Scalar => tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, m.call(x, train));
+      const { value, grads } = tf.variableGrads(loss, vars);
+      const out = new Map(wrt.map(([path, p]) => [path, (grads[p.variable.name] as tf.Tensor).dataSync() as Float32Array]));
+      const l = value.dataSync()[0] as number;
+      tf.dispose([value, ...Object.values(grads)]);
+      const bytes = savedForBackward(loss).bytes;
+      return { loss: l, grads: out, bytes };
+    };
+    const m = buildVitTiny({ numClasses: 10, seed: 2 });
+    const rest = [...m.namedParams()].filter(([path]) => !/^(embed|stage1)\./.test(path));
+    expect(m.frozenPrefix()).toBe(0);
+    const taped = run(m, rest); // everything trainable: the prefix is on the tape (its gradients are simply not asked for)
+    m.child('embed').setTrainable(false);
+    m.child('stage1').setTrainable(false);
+    expect(m.frozenPrefix()).toBe(2);
+    const off = run(m, rest);
+    expect(off.loss).toBe(taped.loss);
+    for (const [path, g] of taped.grads) expect(maxAbsDiffArr(off.grads.get(path) as Float32Array, g), path).toBe(0);
+    // the stage-1 activations (16×16 tokens of 48–192 channels per image) are no longer kept
+    expect(off.bytes).toBeLessThan(0.7 * taped.bytes);
+    // a trainable parameter inside the prefix ends it: merge trains, so does everything after it
+    m.child('embed').setTrainable(true);
+    expect(m.frozenPrefix()).toBe(0);
+    m.setTrainable(true);
   });
 
   it('matches central finite differences through a whole small ViT (cpu)', async () => {

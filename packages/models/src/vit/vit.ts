@@ -13,7 +13,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, Module, Rng, registry, type AnyModule, type FlopCount, type InitContext, type JsonObject, type JsonValue, type RunContext } from '@leanpass/core';
-import { Attention, LayerNorm, Linear, Mlp } from '@leanpass/nn';
+import { Attention, LayerNorm, Linear, Mlp, gradientTapeActive, untaped } from '@leanpass/nn';
 import { patchify, poolMix } from './ops.js';
 
 export type VitMixer = 'pool' | 'attention';
@@ -328,6 +328,9 @@ function resolveConfig(raw: JsonObject): ViTConfig {
  * Input: images [B, imageSize, imageSize, C] (zero-padded symmetrically to inputSize inside, as
  * @leanpass/data's makeBatch `padTo`) or [B, inputSize, inputSize, C]. Output: logits [B, numClasses].
  */
+/** The ViT's trunk in call order (the head follows the mean pool). */
+const VIT_TRUNK = ['embed', 'stage1', 'merge', 'stage2', 'norm'] as const;
+
 export class ViT extends Module<tf.Tensor, tf.Tensor, ViTConfig> {
   readonly kind = 'vit';
   constructor(config: Partial<ViTConfig>, init: InitContext) {
@@ -355,13 +358,27 @@ export class ViT extends Module<tf.Tensor, tf.Tensor, ViTConfig> {
     return tf.pad(x, [[0, 0], [lo, lo], [lo, lo], [0, 0]]);
   }
 
+  /**
+   * The leading children (in call order) that hold no trainable parameter: under a gradient tape they run
+   * off it (`untaped`), so a frozen patch embedding / stage 1 keeps no activations for backward. 0 when
+   * the patch embedding trains.
+   */
+  frozenPrefix(): number {
+    let n = 0;
+    while (n < VIT_TRUNK.length && this.child(VIT_TRUNK[n] as string).paramCount({ trainableOnly: true }) === 0) n++;
+    return n;
+  }
+
   /** Pooled features [B, dims[1]] (after the final norm), before the head. */
   features(x: tf.Tensor, ctx: RunContext): tf.Tensor {
-    let h = this.child('embed').call(this.padded(x), ctx) as tf.Tensor;
-    h = this.child('stage1').call(h, ctx) as tf.Tensor;
-    h = this.child('merge').call(h, ctx) as tf.Tensor;
-    h = this.child('stage2').call(h, ctx) as tf.Tensor;
-    h = this.child('norm').call(h, ctx) as tf.Tensor;
+    const through = (h: tf.Tensor, from: number, to: number): tf.Tensor => {
+      for (let i = from; i < to; i++) h = this.child(VIT_TRUNK[i] as string).call(h, ctx) as tf.Tensor;
+      return h;
+    };
+    const frozen = gradientTapeActive() ? this.frozenPrefix() : 0;
+    let h = this.padded(x);
+    if (frozen > 0) h = untaped((t) => through(t, 0, frozen), h);
+    h = through(h, frozen, VIT_TRUNK.length);
     return tf.mean(h, 1);
   }
 

@@ -266,6 +266,23 @@ export function gradientTapeActive(): boolean {
   return tf.engine().state.gradientDepth > 0;
 }
 
+/**
+ * Runs `fn(input)` off the gradient tape and returns its value as a constant: none of its ops record a tape
+ * node or keep tensors for backward, and no gradient flows back into `input` or into anything `fn` reads
+ * (its backward returns zeros for `input`, and is only reached if something upstream of `input` is
+ * differentiated). Use it for a frozen prefix of a model — layers with no trainable parameters whose input
+ * is data — so fine-tuning does not keep their activations: tfjs records every op inside `variableGrads`,
+ * trainable or not. The value is the same as `fn(input)` called directly.
+ */
+export function untaped(fn: (input: tf.Tensor) => tf.Tensor, input: tf.Tensor): tf.Tensor {
+  // customGrad runs its forward with the tape off (kernelDepth > 0); only `value` leaves its tidy
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const x = args[0] as tf.Tensor;
+    return { value: fn(x), gradFunc: (_dy: tf.Tensor) => tf.zerosLike(x) };
+  });
+  return op(input);
+}
+
 tf.registerKernel({
   kernelName: SPLIT_ROWS_KERNEL,
   backendName: 'wasm',
