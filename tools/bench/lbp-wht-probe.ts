@@ -6,6 +6,7 @@
  *   npx tsx --conditions=@leanpass/source tools/bench/lbp-wht-probe.ts --arms dense,k6 --lr 3e-4 --epochs 1 [--json out.json]
  *
  * --headSteps N: LP-FT, N head-only updates first (finetuneVit's headSteps).
+ * --custom '{"name": {"options": {…pass options…}, "freeze": ["embed", "stage1"]}}': arms of your own (options null: dense).
  * Arms: dense | head (linear probe: only the new head trains) | k<K> (LP_L1-r, o = 8, the bench's 17 linears) |
  *   k6-energy (per-layer top-6 input-energy bases) | dense-s1frozen, k6-s1frozen (patch embedding and stage 1 frozen) |
  *   k6-s1frozen-o4 (the same with merge and stage-2 attention at order 4) | k6-linf | k6-noattn | k6-nos1 | k6-nomerge (those layers left dense)
@@ -32,6 +33,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string', default: '0' },
     json: { type: 'string' },
     noTest: { type: 'boolean', default: false },
+    custom: { type: 'string', default: '{}' },
   },
 });
 await useBackend('wasm');
@@ -50,7 +52,10 @@ const restDs = subsetDataset(trainAll, rest);
 const val = subsetDataset(restDs, classBalancedIndices(restDs.labels, { perClass: 200, numClasses: 5, seed: seed + 100 }));
 log(`train ${data.train.n}, val ${val.n} (held out), test ${data.test.n}`);
 
+const custom = JSON.parse(args.custom) as Record<string, { options: LbpWhtOptionsInput | null; freeze?: string[] }>;
+
 function armOptions(arm: string): LbpWhtOptionsInput | null {
+  if (custom[arm]) return custom[arm].options;
   const inc = VIT_TINY_SELECT.include;
   const sel = (include: string[]): JsonObject => ({ kinds: ['linear'], include });
   const m = /^k(\d+)$/.exec(arm);
@@ -100,6 +105,7 @@ for (const arm of (args.arms).split(',')) {
     await apply(model, { order: 8, bases: { type: 'lpL1', rank: 3 }, select: { kinds: ['linear'], include: ['stage2.*.mlp.*'] } });
     await apply(model, { order: 4, bases: { type: 'lpL1', rank: 3 }, select: { kinds: ['linear'], include: ['merge.reduction', 'stage2.*.attn.*'] } });
   }
+  for (const child of custom[arm]?.freeze ?? []) model.child(child).setTrainable(false);
   if (arm.includes('s1frozen')) {
     model.child('embed').setTrainable(false);
     model.child('stage1').setTrainable(false);
