@@ -22,7 +22,7 @@
 import { parseArgs } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs';
-import { createRunContext, useBackend, type AnyModule, type JsonObject, type RunContext } from '@leanpass/core';
+import { createRunContext, matchesSelector, useBackend, type AnyModule, type JsonObject, type RunContext } from '@leanpass/core';
 import { epochBatches } from '@leanpass/data';
 import { buildVitTiny, replaceHead, type ViT } from '@leanpass/models';
 import { softmaxCrossEntropy } from '@leanpass/train';
@@ -57,7 +57,7 @@ interface Capture {
   Ci: number;
   Co: number;
 }
-const paths = [...model.modules()].map(([p]) => p).filter((p) => VIT_TINY_SELECT.include.some((glob) => new RegExp(`^${glob.replace(/\./g, '\\.').replace(/\*/g, '[^.]*')}$`).test(p)) && p.includes(args.layers));
+const paths = [...model.modules()].filter(([p, m]) => matchesSelector(VIT_TINY_SELECT, p, m.kind, ['linear']) && p.includes(args.layers)).map(([p]) => p);
 const current = new Map<string, Partial<Capture>>();
 for (const p of paths) {
   const mod = model.get(p);
