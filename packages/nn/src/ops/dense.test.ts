@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
-import { Rng, useBackend } from '@leanpass/core';
+import { Rng, savedForBackward, useBackend } from '@leanpass/core';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { compareBackends, gradCheck } from '../gradcheck.js';
-import { dense, matMul2d, matMulRaw, splitRows, sumOverRows, transposeLast2, useFastMatMulGradient } from './dense.js';
+import { dense, matMul2d, matMulRaw, splitRows, sumOverRows, transposeLast2, untaped, useFastMatMulGradient } from './dense.js';
 
 function randn(shape: number[], seed: number, std = 1): tf.Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -228,5 +228,26 @@ describe('useFastMatMulGradient', () => {
     expect((gb as tf.Tensor).shape).toEqual([1, 4, 5]);
     const expected = tf.sum(tf.matMul(a, tf.ones([3, 2, 5]), true, false), 0, true);
     expect(maxAbsDiff(gb as tf.Tensor, expected)).toBeLessThan(1e-5);
+  });
+});
+
+describe('untaped', () => {
+  it('returns the same value, records nothing for backward, and passes no gradient back', async () => {
+    await useBackend('wasm');
+    const w = tf.variable(tf.tensor2d(new Rng(3).normalArray(12), [4, 3]));
+    const v = tf.variable(tf.tensor2d(new Rng(4).normalArray(6), [3, 2]));
+    const x = tf.tensor2d(new Rng(5).normalArray(20), [5, 4]);
+    const prefix = (t: tf.Tensor): tf.Tensor => tf.tanh(tf.matMul(t, w));
+    const loss = (off: boolean): tf.Scalar => tf.sum(tf.matMul(off ? untaped(prefix, x) : prefix(x), v));
+    expect(untaped(prefix, x).dataSync()).toEqual(prefix(x).dataSync());
+    const on = savedForBackward(() => loss(false));
+    const off = savedForBackward(() => loss(true));
+    // tanh keeps its output and the first matMul its inputs on the tape; off the tape only v's product keeps its input
+    expect(off.bytes).toBeLessThan(on.bytes);
+    const { grads } = tf.variableGrads(() => loss(true), [w, v]);
+    expect(grads[w.name]).toBeUndefined();
+    const { grads: gv } = tf.variableGrads(() => loss(false), [v]);
+    expect(Array.from((grads[v.name] as tf.Tensor).dataSync())).toEqual(Array.from((gv[v.name] as tf.Tensor).dataSync()));
+    tf.dispose([w, v, x, ...Object.values(grads), ...Object.values(gv)]);
   });
 });
