@@ -181,6 +181,15 @@ async function roundRobin(fns: Array<() => tf.Tensor>, warmup: number, repeats: 
   return samples;
 }
 
+/**
+ * Per arm: the median over rounds of (arm / the first arm in the same round). Round-robin arms of a round
+ * run back to back, so a shared machine's load drifts less between them than across the whole run.
+ */
+function pairedRatios(samples: readonly number[][]): number[] {
+  const base = samples[0] as number[];
+  return samples.map((arm) => median(arm.map((ms, r) => ms / (base[r] as number))));
+}
+
 function median(xs: readonly number[]): number {
   const s = xs.slice().sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -315,10 +324,7 @@ async function speedSection(what: 'vits' | 'tiny', o: { quick: boolean; seed: nu
     o.log(`${what}: timing ${models.length} arms, ${warmup} warm-up + ${repeats} rounds, batch ${B}`);
     const samples = await roundRobin(steps, warmup, repeats, o.signal);
     const stepMs = samples.map(median);
-    // ratios: the median over rounds of (arm / dense) within the same round — the arms of a round run
-    // back to back, so a shared machine's load drifts less between them than across the whole run
-    const dense = samples[0] as number[];
-    const ratios = samples.map((arm) => median(arm.map((ms, r) => ms / (dense[r] as number))));
+    const ratios = pairedRatios(samples);
     o.log(`${what}: median step ms ${stepMs.map((v) => v.toFixed(0)).join(' / ')} (dense, r = ${RANKS.join(', ')}); paired ratios ${ratios.map((v) => v.toFixed(3)).join(' / ')}`);
     return { stepMs, ratios, samples, layers, modelSavedBytes, shape: `[${x.shape.join(', ')}]` };
   } finally {
@@ -399,8 +405,7 @@ async function lastStagesCosts(seed: number, log: (m: string) => void, signal?: 
     const layers = layerCosts(last, B, paths);
     const modelSavedBytes = modelSaved(last, x, y);
     const samples = await roundRobin([trainStep(dense, x, y), trainStep(last, x, y)], 2, 15, signal);
-    const d = samples[0] as number[];
-    const stepRatio = median((samples[1] as number[]).map((ms, r) => ms / (d[r] as number)));
+    const stepRatio = at(pairedRatios(samples), 1);
     log(`last stages (tiny): step ms ${samples.map(median).map((v) => v.toFixed(0)).join(' / ')} (dense, last stages); paired ratio ${stepRatio.toFixed(3)}`);
     return { flops: sum(layers.map((l) => l.lbpBackward)), memoryBytes: sum(layers.map((l) => l.lbpSaved)), modelSavedBytes, stepMs: median(samples[1] as number[]), stepRatio };
   } finally {
@@ -575,8 +580,7 @@ export async function demo(opts: BenchOptions): Promise<BenchReport> {
     opts.progress?.(0.1, 'timing');
     const samples = await roundRobin([trainStep(dense, x, y), trainStep(lbp, x, y)], 1, 5, opts.signal);
     stepMs = samples.map(median);
-    const d = samples[0] as number[];
-    tinyRatio = median((samples[1] as number[]).map((ms, r) => ms / (d[r] as number)));
+    tinyRatio = at(pairedRatios(samples), 1);
   } finally {
     dense.dispose();
     lbp.dispose();

@@ -3,17 +3,10 @@ import { ConfigError, Module, Rng, registry, type InitContext, type JsonObject, 
 import { CanvasAttention, Embedding, Linear, MASKED, RMSNorm, SwiGLU, type CanvasAttentionInput, type CanvasStep } from '@leanpass/nn';
 import { dllmConfig, type DiffusionLMConfig, type DiffusionLMConfigInput } from './config.js';
 import { constructModel } from '../construct.js';
+import type { LlamaBlockConfig } from '../llama/model.js';
 
-/** Config of one block (kind 'dllm.block'). */
-export interface DiffusionBlockConfig extends JsonObject {
-  dim: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  hidden: number;
-  eps: number;
-  ropeTheta: number;
-}
+/** Config of one block (kind 'dllm.block'): the same geometry as a LLaMA block's. */
+export type DiffusionBlockConfig = LlamaBlockConfig;
 
 /** A block's input: the window rows' hidden states and the canvas description for its attention. */
 export interface DiffusionBlockInput {

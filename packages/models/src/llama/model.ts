@@ -5,6 +5,17 @@ import { llamaConfig, type LlamaConfig, type LlamaConfigInput } from './config.j
 import { fastBlockStep, fastPathApplies, gradientTapeActive } from './decode.js';
 import { constructModel } from '../construct.js';
 
+/** Keeps the extended K/V (outside any tidy) under `key`, freeing the ones it replaces. */
+function storeCache(ctx: RunContext, key: string, past: KV | undefined, next: KV): void {
+  tf.keep(next.k);
+  tf.keep(next.v);
+  if (past) {
+    past.k.dispose();
+    past.v.dispose();
+  }
+  ctx.state.set(key, next);
+}
+
 /** Config of one decoder block (kind 'llama.block'). */
 export interface LlamaBlockConfig extends JsonObject {
   dim: number;
@@ -82,13 +93,7 @@ export class LlamaBlock extends Module<tf.Tensor | LlamaBlockInput, tf.Tensor, L
     const past = ctx.state.get<LlamaLayerCache>(key);
     if (past && past.k.shape[0] !== 1) throw new ConfigError(`llama.block: the cache '${key}' holds ${past.k.shape[0]} sequences, the input has 1`);
     const { y, cache } = fastBlockStep({ attnNorm: this.child('attnNorm'), attn, mlpNorm: this.child('mlpNorm'), mlp: this.child('mlp') }, tf.reshape<tf.Rank.R2>(x, [N, d]), past, ctx);
-    tf.keep(cache.k);
-    tf.keep(cache.v);
-    if (past) {
-      past.k.dispose();
-      past.v.dispose();
-    }
-    ctx.state.set(key, cache);
+    storeCache(ctx, key, past, cache);
     return tf.reshape(y, [1, N, d]);
   }
 
@@ -110,13 +115,7 @@ export class LlamaBlock extends Module<tf.Tensor | LlamaBlockInput, tf.Tensor, L
     const fresh = attn.projectKV(h, ctx, positions);
     const kv: KV = past ? { k: tf.concat([past.k, fresh.k], 2), v: tf.concat([past.v, fresh.v], 2) } : fresh;
     const out = attn.child('o').call(attn.attend(q, kv), ctx) as tf.Tensor;
-    tf.keep(kv.k);
-    tf.keep(kv.v);
-    if (past) {
-      past.k.dispose();
-      past.v.dispose();
-    }
-    ctx.state.set(key, kv);
+    storeCache(ctx, key, past, kv);
     return out;
   }
 }
